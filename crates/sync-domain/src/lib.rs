@@ -1,0 +1,25 @@
+//! Chronos calendar sync: the domain.
+//!
+//! Pure, synchronous logic and the ports (traits) behind which every external
+//! system sits. This crate depends on no other workspace crate and does no I/O:
+//! - [`ids`] and [`secret`]: newtypes that parse, so invalid values stop at the edge;
+//! - [`notification`]: a Google push notification parsed from its headers;
+//! - [`verification`]: the webhook's decision table (SPEC section 2);
+//! - [`schedule`]: the sync coalescing rule (SPEC section 6);
+//! - [`ports`]: the traits the other crates implement or consume.
+
+pub mod calendar;
+pub mod ids;
+pub mod notification;
+pub mod ports;
+pub mod schedule;
+pub mod secret;
+pub mod verification;
+
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
+
+pub use ids::{CalendarId, ChannelId, GoogleCalendarId, ResourceId, UserId};
+pub use notification::{MessageNumber, Notification, NotificationError, ResourceState};
+pub use secret::{AccessToken, ChannelToken, RefreshToken};
+pub use verification::{ChannelRecord, Verdict, verify};

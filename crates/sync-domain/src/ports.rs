@@ -1,0 +1,146 @@
+//! The ports: every external system (database, Google, clock, randomness) sits
+//! behind one of these traits, with a real implementation in another crate and
+//! a fake in [`crate::fakes`] (feature `fakes`).
+
+use crate::ids::{CalendarId, ChannelId, ResourceId, UserId};
+use crate::notification::MessageNumber;
+use crate::secret::{AccessToken, RefreshToken};
+use crate::verification::ChannelRecord;
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+pub use crate::calendar::{
+    CalendarApi, CalendarListEntry, EventsPage, EventsQuery, GoogleError, GoogleEvent,
+    WatchRequest, WatchedChannel,
+};
+
+/// A boxed error from an adapter, kept as the source of a port error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failure of a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (pool timeout, connection refused, …).
+    #[error("store unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A query failed for another reason.
+    #[error("store query failed")]
+    Query(#[source] BoxError),
+}
+
+/// Time, behind a trait so tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant (UTC).
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Randomness, behind a trait so tests can make it predictable.
+pub trait Entropy: Send + Sync + 'static {
+    /// Fills `buf` with cryptographically secure random bytes.
+    fn fill(&self, buf: &mut [u8]);
+}
+
+/// A request to sync one calendar, as the webhook records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub calendar_id: CalendarId,
+    /// The channel the notification came on, with its message number, so the
+    /// store can refuse a duplicate atomically.
+    pub channel_id: ChannelId,
+    pub message_number: Option<MessageNumber>,
+    pub requested_at: OffsetDateTime,
+}
+
+/// What recording a sync request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    /// Committed: the request survives a crash from now on.
+    Recorded,
+    /// A concurrent notification already carried this message number or a later one.
+    Duplicate,
+    /// The calendar vanished between lookup and record.
+    CalendarGone,
+}
+
+/// The webhook's view of the store: two calls, one round trip each.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
+    /// What is known of a channel, or `None` if it is not ours (or stopped).
+    async fn find_channel(
+        &self,
+        channel_id: &ChannelId,
+    ) -> Result<Option<ChannelRecord>, StoreError>;
+
+    /// Durably records a sync request; returns once it is committed.
+    async fn record_sync_request(&self, request: &SyncRequest)
+    -> Result<RecordOutcome, StoreError>;
+
+    /// Whether the store answers at all (`/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A cached access token and its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedAccessToken {
+    pub token: AccessToken,
+    pub expires_at: OffsetDateTime,
+}
+
+/// A user's Google credentials, decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCredentials {
+    pub refresh_token: RefreshToken,
+    pub access_token: Option<CachedAccessToken>,
+    /// Set after `invalid_grant`; cleared when new credentials arrive.
+    pub needs_reauth: bool,
+}
+
+/// Google OAuth credentials, encrypted at rest by the implementation.
+#[async_trait]
+pub trait CredentialStore: Send + Sync + 'static {
+    /// The user's credentials, if any were stored.
+    async fn credentials(&self, user_id: &UserId) -> Result<Option<StoredCredentials>, StoreError>;
+
+    /// Stores or replaces the refresh token (a new sign-in or Google's rotation);
+    /// clears the needs-reauth mark and any cached access token.
+    async fn put_refresh_token(
+        &self,
+        user_id: &UserId,
+        token: &RefreshToken,
+    ) -> Result<(), StoreError>;
+
+    /// Caches an access token until `expires_at`.
+    async fn cache_access_token(
+        &self,
+        user_id: &UserId,
+        token: &CachedAccessToken,
+    ) -> Result<(), StoreError>;
+
+    /// Marks the credentials as refused by Google (`invalid_grant`).
+    async fn mark_needs_reauth(&self, user_id: &UserId) -> Result<(), StoreError>;
+}
+
+/// A watch channel as Google knows it: what is needed to stop it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelHandle {
+    pub channel_id: ChannelId,
+    pub resource_id: ResourceId,
+}
+
+/// Whether an error is worth retrying later (rate limits and transient failures).
+pub fn is_retryable(error: &GoogleError) -> bool {
+    matches!(
+        error,
+        GoogleError::RateLimited { .. } | GoogleError::Transient(_)
+    )
+}
