@@ -1,0 +1,1 @@
+//! Google Calendar client (work in progress).
