@@ -1,0 +1,43 @@
+//! The application state the handlers read, registered once by the binary.
+
+use std::sync::Arc;
+use sync_domain::ports::{Clock, WebhookStore};
+
+/// The ports the webhook and health routes use, shared by every worker thread.
+///
+/// The binary wires it once, before [`crate::configure`]:
+///
+/// ```ignore
+/// let state = web::Data::new(WebhookState::new(store, Arc::new(SystemClock)));
+/// HttpServer::new(move || {
+///     App::new().app_data(state.clone()).configure(webhook_http::configure)
+/// })
+/// ```
+#[derive(Clone)]
+pub struct WebhookState {
+    store: Arc<dyn WebhookStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl WebhookState {
+    /// State over a store (real or fake) and a clock.
+    pub fn new(store: Arc<dyn WebhookStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// The webhook's view of the database.
+    pub fn store(&self) -> &dyn WebhookStore {
+        self.store.as_ref()
+    }
+
+    /// The clock that stamps sync requests.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+}
+
+impl std::fmt::Debug for WebhookState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookState").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,144 @@
+//! `POST /calendar/webhook`: Google's push notifications (SPEC section 2).
+//!
+//! The decision itself is `sync_domain::verify`; this handler only reads the
+//! request, asks the store, and turns the verdict into a reply. For a change it
+//! answers 200 only once the sync request is committed, so a crash right after
+//! the reply loses nothing.
+
+use crate::error::ApiError;
+use crate::state::WebhookState;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{HttpRequest, HttpResponse, web};
+use sync_domain::notification::{ChannelRef, HeaderValue};
+use sync_domain::ports::{RecordOutcome, SyncRequest};
+use sync_domain::verification::needs_lookup;
+use sync_domain::{ChannelRecord, Notification, Verdict, verify};
+
+/// Where Google delivers notifications (`{webhook_base_url}/calendar/webhook`).
+pub const PATH: &str = "/calendar/webhook";
+
+/// Largest body accepted; Google sends none, so anything bigger is refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Handles one notification: every 2xx for a change means the request is committed.
+pub async fn receive(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<WebhookState>,
+) -> Result<HttpResponse, ApiError> {
+    discard_body(&req, body).await?;
+
+    let notification = Notification::parse(header_lookup(req.headers())).inspect_err(|_| {
+        tracing::debug!("webhook request without a channel id");
+    })?;
+
+    let record = match &notification.channel {
+        ChannelRef::Id(channel_id) if needs_lookup(&notification) => {
+            state.store().find_channel(channel_id).await.map_err(|e| {
+                ApiError::store_unavailable(format!("finding channel {channel_id}"), e)
+            })?
+        }
+        _ => None,
+    };
+
+    let verdict = verify(&notification, record.as_ref());
+    let outcome = match &verdict {
+        Verdict::InvalidToken => {
+            log(&notification, record.as_ref(), verdict.label());
+            return Err(ApiError::InvalidToken);
+        }
+        Verdict::UnknownChannel | Verdict::Handshake | Verdict::Orphaned | Verdict::Duplicate => {
+            verdict.label()
+        }
+        Verdict::RecordSync {
+            calendar_id,
+            message_number,
+        } => {
+            let ChannelRef::Id(channel_id) = &notification.channel else {
+                // `verify` only grants a sync to a looked-up, well-formed channel.
+                return Ok(empty_ok());
+            };
+            let request = SyncRequest {
+                calendar_id: *calendar_id,
+                channel_id: channel_id.clone(),
+                message_number: *message_number,
+                requested_at: state.clock().now(),
+            };
+            let recorded = state
+                .store()
+                .record_sync_request(&request)
+                .await
+                .map_err(|e| {
+                    ApiError::store_unavailable(
+                        format!("recording a sync request for channel {channel_id}"),
+                        e,
+                    )
+                })?;
+            match recorded {
+                RecordOutcome::Recorded => verdict.label(),
+                // A concurrent notification won the race, or the calendar left since the lookup.
+                RecordOutcome::Duplicate => Verdict::Duplicate.label(),
+                RecordOutcome::CalendarGone => Verdict::Orphaned.label(),
+            }
+        }
+    };
+    log(&notification, record.as_ref(), outcome);
+    Ok(empty_ok())
+}
+
+/// Reads and drops the body, refusing more than [`MAX_BODY_BYTES`] whether its
+/// length is declared up front or only discovered while streaming (chunked).
+async fn discard_body(req: &HttpRequest, body: web::Payload) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    match body.to_bytes_limited(MAX_BODY_BYTES).await {
+        Ok(Ok(_ignored)) => Ok(()),
+        Ok(Err(error)) => Err(match error.as_error::<actix_web::error::PayloadError>() {
+            Some(actix_web::error::PayloadError::Overflow) => ApiError::PayloadTooLarge,
+            _ => ApiError::UnreadableBody(error),
+        }),
+        Err(_limit_exceeded) => Err(ApiError::PayloadTooLarge),
+    }
+}
+
+/// A case-insensitive header lookup over the request that tells a header sent
+/// once from one sent several times (which is never trusted).
+fn header_lookup<'h>(headers: &'h HeaderMap) -> impl Fn(&str) -> HeaderValue<'h> + 'h {
+    move |name| {
+        let mut values = headers.get_all(name);
+        match (values.next(), values.next()) {
+            (None, _) => HeaderValue::Absent,
+            (Some(value), None) => HeaderValue::One(value.as_bytes()),
+            (Some(_), Some(_)) => HeaderValue::Repeated,
+        }
+    }
+}
+
+/// One line per notification: never the token.
+fn log(notification: &Notification, record: Option<&ChannelRecord>, verdict: &'static str) {
+    let channel_id = match &notification.channel {
+        ChannelRef::Id(id) => id.as_str(),
+        ChannelRef::Malformed => "<malformed>",
+    };
+    tracing::info!(
+        channel_id,
+        calendar_id = record
+            .and_then(|r| r.calendar_id)
+            .map(tracing::field::display),
+        resource_state = notification.resource_state.as_str(),
+        message_number = notification.message_number.map(|n| n.get()),
+        verdict,
+        "webhook notification"
+    );
+}
+
+/// The reply that reveals nothing: 200 `{}`.
+fn empty_ok() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({}))
+}
