@@ -1,0 +1,1 @@
+//! Wiremock tests of the real client: requests sent and answers mapped.
