@@ -7,11 +7,22 @@ use sync_domain::ports::{Clock, WebhookStore};
 ///
 /// The binary wires it once, before [`crate::configure`]:
 ///
-/// ```ignore
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use actix_web::{App, HttpServer, web};
+/// # use sync_domain::ports::{SystemClock, WebhookStore};
+/// # use webhook_http::WebhookState;
+/// # async fn serve(store: Arc<dyn WebhookStore>) -> std::io::Result<()> {
 /// let state = web::Data::new(WebhookState::new(store, Arc::new(SystemClock)));
 /// HttpServer::new(move || {
-///     App::new().app_data(state.clone()).configure(webhook_http::configure)
+///     App::new()
+///         .app_data(state.clone())
+///         .configure(webhook_http::configure)
 /// })
+/// .bind("127.0.0.1:8080")?
+/// .run()
+/// .await
+/// # }
 /// ```
 #[derive(Clone)]
 pub struct WebhookState {
