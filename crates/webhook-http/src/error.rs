@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The body stream broke off or could not be decoded: 400.
     #[error("Invalid request body")]
     UnreadableBody(#[source] actix_web::Error),
+    /// No route at this path: 404.
+    #[error("Not found")]
+    NotFound,
     /// The route exists but not for this method: 405 with `Allow`.
     #[error("Method not allowed")]
     MethodNotAllowed {
@@ -60,6 +63,7 @@ impl ApiError {
             Self::InvalidToken => "Invalid token",
             Self::PayloadTooLarge => "Payload too large",
             Self::UnreadableBody(_) => "Invalid request body",
+            Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::StoreUnavailable { .. } => "Service unavailable",
         }
@@ -86,6 +90,7 @@ impl ResponseError for ApiError {
             Self::MissingChannelId | Self::UnreadableBody(_) => StatusCode::BAD_REQUEST,
             Self::InvalidToken => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -129,4 +134,10 @@ pub(crate) fn method_not_allowed(
     allow: &'static str,
 ) -> impl Fn() -> std::future::Ready<Result<HttpResponse, ApiError>> + Clone + 'static {
     move || std::future::ready(Err(ApiError::MethodNotAllowed { allow }))
+}
+
+/// The app's default service, so unknown paths get a JSON 404 too:
+/// `App::new().default_service(web::to(webhook_http::error::not_found))`.
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
 }

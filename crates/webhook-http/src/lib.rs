@@ -19,8 +19,8 @@ use actix_web::web;
 
 /// Mounts every route of this crate; the app must hold a `web::Data<WebhookState>`.
 ///
-/// Each resource answers a wrong method with a JSON 405, so callers only ever
-/// see `application/json`.
+/// Each resource answers a wrong method with a JSON 405; for a JSON 404 on
+/// unknown paths the app adds `default_service(web::to(error::not_found))`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource(webhook::PATH)

@@ -18,6 +18,7 @@ use sync_domain::ports::{Clock, WebhookStore};
 ///     App::new()
 ///         .app_data(state.clone())
 ///         .configure(webhook_http::configure)
+///         .default_service(web::to(webhook_http::error::not_found))
 /// })
 /// .bind("127.0.0.1:8080")?
 /// .run()

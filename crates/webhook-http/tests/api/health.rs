@@ -48,3 +48,11 @@ async fn probes_answer_a_wrong_method_with_json_405() {
         assert_eq!(reply.headers.get(header::ALLOW).unwrap(), "GET");
     }
 }
+
+#[actix_web::test]
+async fn unknown_path_gets_json_404_through_the_default_service() {
+    let f = Fixture::new();
+    f.send(TestRequest::get().uri("/nope"))
+        .await
+        .assert(404, &json!({"detail": "Not found"}));
+}

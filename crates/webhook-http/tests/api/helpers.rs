@@ -7,6 +7,7 @@ use std::sync::Arc;
 use sync_domain::fakes::{FakeClock, InMemoryWebhookStore, message};
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest, WebhookStore};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken};
+use webhook_http::error::not_found;
 use webhook_http::{WebhookState, configure};
 
 /// The registered channel's id (a UUID, as ours are).
@@ -131,7 +132,8 @@ pub async fn send_to(
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(state))
-            .configure(configure),
+            .configure(configure)
+            .default_service(web::to(not_found)),
     )
     .await;
     let mut req = req.to_request();
