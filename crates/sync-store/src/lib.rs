@@ -1,1 +1,23 @@
-//! Persistence.
+//! Chronos calendar sync: persistence.
+//!
+//! One [`Store`] over PostgreSQL or SQLite, chosen at run time from the URL
+//! ([`DatabaseUrl`]), built on Diesel, diesel-async and deadpool. It implements
+//! the domain's ports ([`sync_domain::ports::WebhookStore`],
+//! [`sync_domain::ports::CredentialStore`]); query code is written once and
+//! compiled for both backends (see [`pool`]). Migrations are embedded
+//! ([`migrations`]); credentials are encrypted at rest ([`crypto`]).
+
+pub mod calendars;
+pub mod credentials;
+pub mod crypto;
+pub mod migrations;
+pub mod pool;
+mod schema;
+mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+mod timestamps;
+mod webhook;
+
+pub use pool::{DatabaseUrl, DatabaseUrlError, DbPool, PoolOptions};
+pub use store::Store;

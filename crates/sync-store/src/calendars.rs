@@ -1,0 +1,256 @@
+//! Connected calendars and their watch channels.
+
+use crate::pool::{query_error, with_conn};
+use crate::schema::{calendar_sync_state as cs, watch_channels as wc};
+use crate::store::Store;
+use crate::timestamps::{from_db, to_db};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use sync_domain::ports::StoreError;
+use sync_domain::{CalendarId, ChannelId, ChannelToken, GoogleCalendarId, ResourceId, UserId};
+use time::{OffsetDateTime, PrimitiveDateTime};
+use uuid::Uuid;
+
+/// A connected calendar as the internal API and the CLI show it.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = cs)]
+pub struct CalendarRow {
+    pub id: String,
+    pub user_id: String,
+    pub google_calendar_id: String,
+    pub sync_state: String,
+    pub push_mode: String,
+    pub full_sync_complete: bool,
+    pub webhook_channel_id: Option<String>,
+    pub webhook_expires_at: Option<PrimitiveDateTime>,
+    pub sync_requested_at: Option<PrimitiveDateTime>,
+    pub sync_request_count: i64,
+    pub failure_count: i32,
+    pub next_attempt_at: Option<PrimitiveDateTime>,
+    pub last_error: Option<String>,
+    pub last_sync_at: Option<PrimitiveDateTime>,
+}
+
+/// A connected calendar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calendar {
+    pub id: CalendarId,
+    pub user_id: String,
+    pub google_calendar_id: String,
+    /// `pending`, `syncing`, `idle`, `failing`, `needs_reauth` or `gone`.
+    pub sync_state: String,
+    /// `push` or `polling`.
+    pub push_mode: String,
+    pub full_sync_complete: bool,
+    pub channel_id: Option<String>,
+    pub channel_expires_at: Option<OffsetDateTime>,
+    /// When the oldest unserved sync request was recorded.
+    pub sync_requested_at: Option<OffsetDateTime>,
+    /// How many sync requests were ever recorded.
+    pub sync_request_count: i64,
+    pub failure_count: i32,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+    pub last_sync_at: Option<OffsetDateTime>,
+}
+
+impl TryFrom<CalendarRow> for Calendar {
+    type Error = StoreError;
+
+    fn try_from(row: CalendarRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: CalendarId::parse(&row.id).map_err(|e| StoreError::Query(Box::new(e)))?,
+            user_id: row.user_id,
+            google_calendar_id: row.google_calendar_id,
+            sync_state: row.sync_state,
+            push_mode: row.push_mode,
+            full_sync_complete: row.full_sync_complete,
+            channel_id: row.webhook_channel_id,
+            channel_expires_at: row.webhook_expires_at.map(from_db),
+            sync_requested_at: row.sync_requested_at.map(from_db),
+            sync_request_count: row.sync_request_count,
+            failure_count: row.failure_count,
+            next_attempt_at: row.next_attempt_at.map(from_db),
+            last_error: row.last_error,
+            last_sync_at: row.last_sync_at.map(from_db),
+        })
+    }
+}
+
+/// A channel about to be registered with `events.watch`.
+#[derive(Debug, Clone)]
+pub struct NewChannel {
+    pub channel_id: ChannelId,
+    pub token: ChannelToken,
+}
+
+impl Store {
+    /// Connects a calendar, or returns the existing one for the same pair
+    /// (`true` when it was created). A new calendar starts with a pending
+    /// request for its initial full sync.
+    pub async fn connect_calendar(
+        &self,
+        user_id: &UserId,
+        google_calendar_id: &GoogleCalendarId,
+    ) -> Result<(Calendar, bool), StoreError> {
+        let now = to_db(self.clock.now());
+        let id = CalendarId::from_uuid(Uuid::new_v4()).to_string();
+        let inserted = with_conn!(&self.pool, |conn| {
+            diesel::insert_into(cs::table)
+                .values((
+                    cs::id.eq(&id),
+                    cs::user_id.eq(user_id.as_str()),
+                    cs::google_calendar_id.eq(google_calendar_id.as_str()),
+                    cs::sync_state.eq("pending"),
+                    cs::sync_requested_at.eq(Some(now)),
+                    cs::sync_last_requested_at.eq(Some(now)),
+                    cs::created_at.eq(now),
+                    cs::updated_at.eq(now),
+                ))
+                .on_conflict((cs::user_id, cs::google_calendar_id))
+                .do_nothing()
+                .execute(conn)
+                .await
+                .map_err(query_error)?
+        });
+        let calendar = self
+            .find_calendar_by_pair(user_id, google_calendar_id)
+            .await?
+            .ok_or_else(|| StoreError::Query("connected calendar vanished".into()))?;
+        Ok((calendar, inserted == 1))
+    }
+
+    async fn find_calendar_by_pair(
+        &self,
+        user_id: &UserId,
+        google_calendar_id: &GoogleCalendarId,
+    ) -> Result<Option<Calendar>, StoreError> {
+        let row = with_conn!(&self.pool, |conn| {
+            cs::table
+                .filter(cs::user_id.eq(user_id.as_str()))
+                .filter(cs::google_calendar_id.eq(google_calendar_id.as_str()))
+                .select(CalendarRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(query_error)?
+        });
+        row.map(Calendar::try_from).transpose()
+    }
+
+    /// One calendar.
+    pub async fn calendar(&self, id: CalendarId) -> Result<Option<Calendar>, StoreError> {
+        let row = with_conn!(&self.pool, |conn| {
+            cs::table
+                .find(id.to_string())
+                .select(CalendarRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+                .map_err(query_error)?
+        });
+        row.map(Calendar::try_from).transpose()
+    }
+
+    /// Calendars, all or one user's, in a stable order.
+    pub async fn calendars(&self, user_id: Option<&UserId>) -> Result<Vec<Calendar>, StoreError> {
+        let rows: Vec<CalendarRow> = with_conn!(&self.pool, |conn| {
+            let mut query = cs::table.select(CalendarRow::as_select()).into_boxed();
+            if let Some(user) = user_id {
+                query = query.filter(cs::user_id.eq(user.as_str()));
+            }
+            query
+                .order((cs::user_id, cs::google_calendar_id))
+                .load(conn)
+                .await
+                .map_err(query_error)?
+        });
+        rows.into_iter().map(Calendar::try_from).collect()
+    }
+
+    /// Persists a channel before `events.watch` is called, so Google's `sync`
+    /// handshake (which may arrive before the call returns) meets a known channel.
+    pub async fn insert_registering_channel(
+        &self,
+        calendar: &Calendar,
+        channel: &NewChannel,
+    ) -> Result<(), StoreError> {
+        let now = to_db(self.clock.now());
+        with_conn!(&self.pool, |conn| {
+            diesel::insert_into(wc::table)
+                .values((
+                    wc::channel_id.eq(channel.channel_id.as_str()),
+                    wc::calendar_id.eq(Some(calendar.id.to_string())),
+                    wc::user_id.eq(&calendar.user_id),
+                    wc::google_calendar_id.eq(&calendar.google_calendar_id),
+                    wc::token.eq(channel.token.expose()),
+                    wc::state.eq("registering"),
+                    wc::created_at.eq(now),
+                    wc::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await
+                .map_err(query_error)?;
+        });
+        Ok(())
+    }
+
+    /// Makes a registered channel the calendar's current one (the seed columns of
+    /// `calendar_sync_state`), and marks the channel it replaces for stopping.
+    pub async fn activate_channel(
+        &self,
+        calendar_id: CalendarId,
+        channel_id: &ChannelId,
+        resource_id: &ResourceId,
+        expires_at: Option<OffsetDateTime>,
+    ) -> Result<(), StoreError> {
+        let now = to_db(self.clock.now());
+        let expires = expires_at.map(to_db);
+        let calendar = calendar_id.to_string();
+        let channel = channel_id.as_str();
+        with_conn!(&self.pool, |conn| {
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                let token: String = diesel::update(wc::table.find(channel))
+                    .set((
+                        wc::state.eq("active"),
+                        wc::resource_id.eq(Some(resource_id.as_str())),
+                        wc::expires_at.eq(expires),
+                        wc::updated_at.eq(now),
+                    ))
+                    .returning(wc::token)
+                    .get_result(conn)
+                    .await?;
+                // The previous current channel keeps working until it is stopped.
+                diesel::update(
+                    wc::table
+                        .filter(wc::calendar_id.eq(Some(&calendar)))
+                        .filter(wc::channel_id.ne(channel))
+                        .filter(wc::state.eq("active")),
+                )
+                .set((
+                    wc::state.eq("retiring"),
+                    wc::stop_after.eq(Some(now)),
+                    wc::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+                diesel::update(cs::table.find(&calendar))
+                    .set((
+                        cs::webhook_channel_id.eq(Some(channel)),
+                        cs::webhook_resource_id.eq(Some(resource_id.as_str())),
+                        cs::webhook_expires_at.eq(expires),
+                        cs::webhook_channel_token.eq(Some(token)),
+                        cs::webhook_last_message_number.eq(None::<i64>),
+                        cs::push_mode.eq("push"),
+                        cs::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+            .await
+            .map_err(query_error)?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,297 @@
+//! Connection pools for both backends, chosen at run time from the URL, and the
+//! one macro that lets query code be written once for both.
+
+use diesel::ConnectionError;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sqlite::SqliteConnection;
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use std::path::PathBuf;
+use std::time::Duration;
+use sync_domain::ports::StoreError;
+
+/// The SQLite connection type used through diesel-async.
+pub type AsyncSqliteConnection = SyncConnectionWrapper<SqliteConnection>;
+
+/// Which database a URL names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+    /// `sqlite://PATH`, `sqlite:PATH` or a bare path.
+    Sqlite(PathBuf),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.redacted())
+    }
+}
+
+/// Why a database URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseUrlError {
+    #[error("database_url is empty")]
+    Empty,
+    #[error("database_url names an unknown backend `{0}` (use postgres:// or sqlite://)")]
+    UnknownBackend(String),
+    #[error("database_url is not a valid PostgreSQL URL: {0}")]
+    InvalidPostgres(String),
+    #[error(
+        "database_url: in-memory SQLite is not supported (each pooled connection would be its own database); use a file path"
+    )]
+    InMemorySqlite,
+}
+
+impl DatabaseUrl {
+    /// Parses a `database_url` setting.
+    pub fn parse(raw: &str) -> Result<Self, DatabaseUrlError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(DatabaseUrlError::Empty);
+        }
+        let lower = raw.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            let parsed = url::Url::parse(raw)
+                .map_err(|e| DatabaseUrlError::InvalidPostgres(e.to_string()))?;
+            if parsed.host_str().is_none_or(str::is_empty)
+                && !parsed.query_pairs().any(|(k, _)| k == "host")
+            {
+                return Err(DatabaseUrlError::InvalidPostgres("no host".into()));
+            }
+            return Ok(Self::Postgres(raw.to_owned()));
+        }
+        let path = if let Some(rest) = lower
+            .strip_prefix("sqlite://")
+            .map(|_| &raw["sqlite://".len()..])
+        {
+            rest
+        } else if lower.starts_with("sqlite:") {
+            &raw["sqlite:".len()..]
+        } else if let Some((scheme, _)) = raw.split_once("://") {
+            return Err(DatabaseUrlError::UnknownBackend(scheme.to_owned()));
+        } else {
+            raw
+        };
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Err(DatabaseUrlError::InMemorySqlite);
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The URL with any password replaced by `***`, for logs and `config`.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Postgres(raw) => match url::Url::parse(raw) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    url.to_string()
+                }
+                Err(_) => "postgres://***".to_owned(),
+            },
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
+
+    /// The backend's name, for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub max_size: usize,
+    /// How long a caller waits for a connection before the store counts as unavailable.
+    pub wait_timeout: Duration,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            wait_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A pool for one of the two backends.
+#[derive(Clone)]
+pub enum DbPool {
+    Postgres(DeadPool<AsyncPgConnection>),
+    Sqlite(DeadPool<AsyncSqliteConnection>),
+}
+
+impl std::fmt::Debug for DbPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres(p) => write!(f, "DbPool::Postgres({:?})", p.status()),
+            Self::Sqlite(p) => write!(f, "DbPool::Sqlite({:?})", p.status()),
+        }
+    }
+}
+
+/// Per-connection SQLite settings: WAL for concurrent readers, a busy timeout so
+/// writers queue instead of failing, foreign keys on, and full durability.
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+     PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
+
+impl DbPool {
+    /// Builds the pool (connections open lazily).
+    pub fn new(url: &DatabaseUrl, options: PoolOptions) -> Result<Self, anyhow::Error> {
+        let runtime = deadpool::Runtime::Tokio1;
+        match url {
+            DatabaseUrl::Postgres(raw) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(raw.clone());
+                let pool = DeadPool::builder(manager)
+                    .max_size(options.max_size)
+                    .wait_timeout(Some(options.wait_timeout))
+                    .create_timeout(Some(options.connect_timeout))
+                    .recycle_timeout(Some(options.connect_timeout))
+                    .runtime(runtime)
+                    .build()?;
+                Ok(Self::Postgres(pool))
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut config = ManagerConfig::<AsyncSqliteConnection>::default();
+                config.custom_setup = Box::new(|url| {
+                    let url = url.to_owned();
+                    Box::pin(async move {
+                        tokio::task::spawn_blocking(move || establish_sqlite(&url))
+                            .await
+                            .map_err(|e| ConnectionError::BadConnection(e.to_string()))?
+                            .map(SyncConnectionWrapper::new)
+                    })
+                });
+                let manager =
+                    AsyncDieselConnectionManager::<AsyncSqliteConnection>::new_with_config(
+                        path.to_string_lossy(),
+                        config,
+                    );
+                let pool = DeadPool::builder(manager)
+                    .max_size(options.max_size.min(8))
+                    .wait_timeout(Some(options.wait_timeout))
+                    .create_timeout(Some(options.connect_timeout))
+                    .recycle_timeout(Some(options.connect_timeout))
+                    .runtime(runtime)
+                    .build()?;
+                Ok(Self::Sqlite(pool))
+            }
+        }
+    }
+}
+
+/// Opens a SQLite connection with the project's pragmas.
+pub(crate) fn establish_sqlite(path: &str) -> ConnectionResult<SqliteConnection> {
+    let mut conn = SqliteConnection::establish(path)?;
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)
+        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    Ok(conn)
+}
+
+/// Takes a connection from a pool; failing to get one means the store is unavailable.
+pub(crate) async fn checkout<C>(pool: &DeadPool<C>) -> Result<Object<C>, StoreError>
+where
+    C: diesel_async::AsyncConnection + 'static,
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
+        deadpool::managed::Manager<Type = C, Error = diesel_async::pooled_connection::PoolError>,
+{
+    pool.get()
+        .await
+        .map_err(|e: PoolError| StoreError::Unavailable(Box::new(e)))
+}
+
+/// Maps a Diesel error: a lost connection means unavailable, anything else a failed query.
+pub(crate) fn query_error(error: DieselError) -> StoreError {
+    match &error {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        )
+        | DieselError::BrokenTransactionManager => StoreError::Unavailable(Box::new(error)),
+        _ => StoreError::Query(Box::new(error)),
+    }
+}
+
+/// Runs `$body` with `$conn` bound to a connection of whichever backend the
+/// store uses. The body is written once and compiled for both backends, so
+/// query code is never copied per backend.
+macro_rules! with_conn {
+    ($pool:expr, |$conn:ident| $body:expr) => {
+        match $pool {
+            $crate::pool::DbPool::Postgres(pool) => {
+                #[allow(unused_mut)]
+                let mut $conn = $crate::pool::checkout(pool).await?;
+                #[allow(unused_mut)]
+                let mut $conn: &mut diesel_async::AsyncPgConnection = &mut $conn;
+                $body
+            }
+            $crate::pool::DbPool::Sqlite(pool) => {
+                #[allow(unused_mut)]
+                let mut $conn = $crate::pool::checkout(pool).await?;
+                #[allow(unused_mut)]
+                let mut $conn: &mut $crate::pool::AsyncSqliteConnection = &mut $conn;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_conn;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_the_backend() {
+        assert_eq!(
+            DatabaseUrl::parse("sqlite://chronos.db"),
+            Ok(DatabaseUrl::Sqlite("chronos.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("sqlite:///var/lib/chronos.db"),
+            Ok(DatabaseUrl::Sqlite("/var/lib/chronos.db".into()))
+        );
+        assert_eq!(
+            DatabaseUrl::parse("data/chronos.db"),
+            Ok(DatabaseUrl::Sqlite("data/chronos.db".into()))
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u:p@db:5432/chronos"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert_eq!(
+            DatabaseUrl::parse("mysql://x"),
+            Err(DatabaseUrlError::UnknownBackend("mysql".into()))
+        );
+        assert_eq!(DatabaseUrl::parse(""), Err(DatabaseUrlError::Empty));
+        assert_eq!(
+            DatabaseUrl::parse("sqlite::memory:"),
+            Err(DatabaseUrlError::InMemorySqlite)
+        );
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://"),
+            Err(DatabaseUrlError::InvalidPostgres(_))
+        ));
+    }
+
+    #[test]
+    fn redaction_hides_the_password() {
+        let url = DatabaseUrl::parse("postgres://chronos:hunter2@db/chronos").unwrap();
+        assert!(!url.redacted().contains("hunter2"));
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+}

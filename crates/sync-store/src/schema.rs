@@ -1,0 +1,89 @@
+//! The Diesel schema, one for both backends (see `migrations/`).
+
+diesel::table! {
+    google_credentials (user_id) {
+        user_id -> Text,
+        refresh_token_ciphertext -> Binary,
+        access_token_ciphertext -> Nullable<Binary>,
+        access_token_expires_at -> Nullable<Timestamp>,
+        needs_reauth -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    calendar_sync_state (id) {
+        id -> Text,
+        user_id -> Text,
+        google_calendar_id -> Text,
+        webhook_channel_id -> Nullable<Text>,
+        webhook_resource_id -> Nullable<Text>,
+        webhook_expires_at -> Nullable<Timestamp>,
+        webhook_channel_token -> Nullable<Text>,
+        webhook_last_message_number -> Nullable<BigInt>,
+        push_mode -> Text,
+        channel_next_attempt_at -> Nullable<Timestamp>,
+        channel_failure_count -> Integer,
+        channel_last_error -> Nullable<Text>,
+        channel_lease_owner -> Nullable<Text>,
+        channel_lease_expires_at -> Nullable<Timestamp>,
+        sync_state -> Text,
+        sync_token -> Nullable<Text>,
+        full_sync_complete -> Bool,
+        sync_generation -> BigInt,
+        sync_requested_at -> Nullable<Timestamp>,
+        sync_last_requested_at -> Nullable<Timestamp>,
+        sync_request_count -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        next_attempt_at -> Nullable<Timestamp>,
+        failure_count -> Integer,
+        last_error -> Nullable<Text>,
+        last_sync_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    watch_channels (channel_id) {
+        channel_id -> Text,
+        calendar_id -> Nullable<Text>,
+        user_id -> Text,
+        google_calendar_id -> Text,
+        token -> Text,
+        resource_id -> Nullable<Text>,
+        expires_at -> Nullable<Timestamp>,
+        state -> Text,
+        stop_after -> Nullable<Timestamp>,
+        stop_attempts -> Integer,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    calendar_events (calendar_id, event_id) {
+        calendar_id -> Text,
+        event_id -> Text,
+        status -> Text,
+        summary -> Nullable<Text>,
+        updated -> Nullable<Timestamp>,
+        etag -> Nullable<Text>,
+        raw_json -> Text,
+        sync_generation -> BigInt,
+        mirrored_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(calendar_events -> calendar_sync_state (calendar_id));
+diesel::joinable!(watch_channels -> calendar_sync_state (calendar_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    google_credentials,
+    calendar_sync_state,
+    watch_channels,
+    calendar_events,
+);

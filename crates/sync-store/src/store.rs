@@ -1,0 +1,104 @@
+//! The store: a pool and the credentials cipher.
+
+use crate::crypto::{CredentialCipher, resolve_key};
+use crate::pool::{DatabaseUrl, DbPool, PoolOptions, with_conn};
+use async_trait::async_trait;
+use diesel_async::RunQueryDsl;
+use std::sync::Arc;
+use sync_domain::ports::{Clock, StoreError, SystemClock};
+
+/// Persistence for Chronos on PostgreSQL or SQLite.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: DbPool,
+    pub(crate) cipher: CredentialCipher,
+    pub(crate) clock: Arc<dyn Clock>,
+    url: DatabaseUrl,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.url)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Builds a store: resolves the credentials key (SPEC section 4) and the pool.
+    /// Does not touch the database; call [`crate::migrations::run_pending`] first.
+    pub fn new(
+        url: DatabaseUrl,
+        encryption_key: Option<&str>,
+        options: PoolOptions,
+    ) -> anyhow::Result<Self> {
+        let key = resolve_key(encryption_key, &url)?;
+        let pool = DbPool::new(&url, options)?;
+        Ok(Self {
+            pool,
+            cipher: CredentialCipher::new(&key),
+            clock: Arc::new(SystemClock),
+            url,
+        })
+    }
+
+    /// The same store reading time from `clock` (tests move time by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The pool, for code in other crates that adds its own queries.
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// Migrates, then builds the store.
+    pub async fn open(
+        url: DatabaseUrl,
+        encryption_key: Option<&str>,
+        options: PoolOptions,
+    ) -> anyhow::Result<Self> {
+        let store = Self::new(url, encryption_key, options)?;
+        crate::migrations::run_pending(&store.url).await?;
+        Ok(store)
+    }
+
+    /// The database this store uses.
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_conn!(&self.pool, |conn| {
+            diesel::sql_query("SELECT 1")
+                .execute(conn)
+                .await
+                .map_err(crate::pool::query_error)?;
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl sync_domain::ports::WebhookStore for Store {
+    async fn find_channel(
+        &self,
+        channel_id: &sync_domain::ChannelId,
+    ) -> Result<Option<sync_domain::ChannelRecord>, StoreError> {
+        self.find_channel_record(channel_id).await
+    }
+
+    async fn record_sync_request(
+        &self,
+        request: &sync_domain::ports::SyncRequest,
+    ) -> Result<sync_domain::ports::RecordOutcome, StoreError> {
+        self.record_request(request).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Store::ping(self).await
+    }
+}

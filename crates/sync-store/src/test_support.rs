@@ -1,0 +1,163 @@
+//! Fresh, migrated databases for tests: a temp-file SQLite database, or a new
+//! PostgreSQL database per test (dropped afterwards) on the server named by
+//! `CHRONOS_TEST_DATABASE_URL`, so tests run in parallel.
+//!
+//! With `CHRONOS_REQUIRE_POSTGRES=1` (CI), a missing or unreachable PostgreSQL
+//! fails the test instead of skipping it.
+
+// A test helper fails its test by panicking: that is its error path.
+#![allow(clippy::expect_used, clippy::panic)]
+
+use crate::{DatabaseUrl, PoolOptions, Store};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+
+/// The env var naming the PostgreSQL server tests may use.
+pub const TEST_DATABASE_URL: &str = "CHRONOS_TEST_DATABASE_URL";
+/// Set (CI) to turn a skipped PostgreSQL test into a failure.
+pub const REQUIRE_POSTGRES: &str = "CHRONOS_REQUIRE_POSTGRES";
+/// The key every test store uses (base64 of 32 zero-and-one bytes).
+pub const TEST_ENCRYPTION_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: DatabaseUrl,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestDb({:?})", self.url)
+    }
+}
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl TestDb {
+    /// A fresh database of the given backend; `None` when PostgreSQL is not
+    /// configured and not required.
+    pub async fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite()),
+            Backend::Postgres => Self::postgres().await,
+        }
+    }
+
+    /// A fresh SQLite database in a temp dir (not yet migrated).
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("creating a temp dir for a test database");
+        let url = DatabaseUrl::Sqlite(dir.path().join("chronos-test.db"));
+        Self {
+            url,
+            _dir: Some(dir),
+            postgres: None,
+        }
+    }
+
+    /// A fresh PostgreSQL database (not yet migrated), or `None` to skip.
+    pub async fn postgres() -> Option<Self> {
+        let required = std::env::var(REQUIRE_POSTGRES).is_ok_and(|v| !v.is_empty() && v != "0");
+        let Ok(admin_url) = std::env::var(TEST_DATABASE_URL) else {
+            assert!(
+                !required,
+                "{REQUIRE_POSTGRES} is set but {TEST_DATABASE_URL} is not"
+            );
+            eprintln!("skipped: {TEST_DATABASE_URL} is not set");
+            return None;
+        };
+        let name = format!("chronos_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = AsyncPgConnection::establish(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {TEST_DATABASE_URL}: {e}"));
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("creating a test database");
+        let mut url = url::Url::parse(&admin_url).expect("CHRONOS_TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        Some(Self {
+            url: DatabaseUrl::Postgres(url.to_string()),
+            _dir: None,
+            postgres: Some((admin_url, name)),
+        })
+    }
+
+    /// A migrated store on this database.
+    pub async fn store(&self) -> Store {
+        Store::open(
+            self.url.clone(),
+            Some(TEST_ENCRYPTION_KEY),
+            PoolOptions::default(),
+        )
+        .await
+        .expect("opening the test store")
+    }
+
+    /// The URL as a string for a server's `database_url`.
+    pub fn url_string(&self) -> String {
+        match &self.url {
+            DatabaseUrl::Postgres(raw) => raw.clone(),
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside any async context we can rely on: use a thread with its own runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(mut admin) = AsyncPgConnection::establish(&admin_url).await {
+                    let _ =
+                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .execute(&mut admin)
+                            .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Declares a test that runs once per backend, as `NAME::sqlite` and `NAME::postgres`.
+/// The body is an async fn taking a migrated [`Store`].
+#[macro_export]
+macro_rules! test_on_both_backends {
+    ($(#[$meta:meta])* $name:ident, $body:expr) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = $crate::test_support::TestDb::sqlite();
+                let store = db.store().await;
+                ($body)(store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) = $crate::test_support::TestDb::postgres().await else {
+                    return;
+                };
+                let store = db.store().await;
+                ($body)(store).await;
+            }
+        }
+    };
+}

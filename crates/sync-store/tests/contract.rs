@@ -1,0 +1,327 @@
+//! The store's contract, run on SQLite always and on PostgreSQL when
+//! `CHRONOS_TEST_DATABASE_URL` is set (each test on its own fresh database).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use sync_domain::fakes::FakeClock;
+use sync_domain::ports::{
+    CachedAccessToken, Clock, CredentialStore, RecordOutcome, SyncRequest, WebhookStore,
+};
+use sync_domain::{
+    AccessToken, CalendarId, ChannelId, ChannelToken, GoogleCalendarId, MessageNumber,
+    RefreshToken, ResourceId, UserId,
+};
+use sync_store::Store;
+use sync_store::calendars::{Calendar, NewChannel};
+use sync_store::test_on_both_backends;
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+async fn calendar_with_channel(store: &Store, owner: &str, channel: &str, token: &str) -> Calendar {
+    let owner = user(owner);
+    store
+        .put_refresh_token(&owner, &RefreshToken::new("1//refresh"))
+        .await
+        .unwrap();
+    let (calendar, created) = store
+        .connect_calendar(&owner, &GoogleCalendarId::parse("primary").unwrap())
+        .await
+        .unwrap();
+    assert!(created);
+    let channel_id = ChannelId::parse(channel).unwrap();
+    store
+        .insert_registering_channel(
+            &calendar,
+            &NewChannel {
+                channel_id: channel_id.clone(),
+                token: ChannelToken::new(token),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .activate_channel(
+            calendar.id,
+            &channel_id,
+            &ResourceId::parse("res-1").unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    store.calendar(calendar.id).await.unwrap().unwrap()
+}
+
+fn request(calendar: CalendarId, channel: &str, number: Option<i64>) -> SyncRequest {
+    SyncRequest {
+        calendar_id: calendar,
+        channel_id: ChannelId::parse(channel).unwrap(),
+        message_number: number.map(MessageNumber::new),
+        requested_at: time::OffsetDateTime::now_utc(),
+    }
+}
+
+test_on_both_backends!(unknown_channel_is_not_found, async |store: Store| {
+    let found = store
+        .find_channel(&ChannelId::parse("nope").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found, None);
+});
+
+test_on_both_backends!(
+    registering_channel_is_known_before_watch_returns,
+    async |store: Store| {
+        let owner = user("u1");
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("r"))
+            .await
+            .unwrap();
+        let (calendar, _) = store
+            .connect_calendar(&owner, &GoogleCalendarId::parse("primary").unwrap())
+            .await
+            .unwrap();
+        let channel_id = ChannelId::parse("chan-registering").unwrap();
+        store
+            .insert_registering_channel(
+                &calendar,
+                &NewChannel {
+                    channel_id: channel_id.clone(),
+                    token: ChannelToken::new("tok"),
+                },
+            )
+            .await
+            .unwrap();
+        let record = store.find_channel(&channel_id).await.unwrap().unwrap();
+        assert!(record.token.matches("tok"));
+        assert_eq!(record.calendar_id, Some(calendar.id));
+        assert!(record.calendar_active);
+    }
+);
+
+test_on_both_backends!(
+    recorded_request_is_durable_and_coalesces,
+    async |store: Store| {
+        let calendar = calendar_with_channel(&store, "u1", "chan-1", "tok").await;
+        let first_pending = calendar.sync_requested_at;
+        assert!(
+            first_pending.is_some(),
+            "a new calendar waits for its initial sync"
+        );
+        for n in 1..=3 {
+            let outcome = store
+                .record_sync_request(&request(calendar.id, "chan-1", Some(n)))
+                .await
+                .unwrap();
+            assert_eq!(outcome, RecordOutcome::Recorded);
+        }
+        // A fresh store on the same database (as after a restart) sees the request.
+        let reopened = Store::open(
+            store.url().clone(),
+            Some(sync_store::test_support::TEST_ENCRYPTION_KEY),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let after = reopened.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(after.sync_request_count, 3);
+        assert_eq!(
+            after.sync_requested_at, first_pending,
+            "the first request's time bounds the delay"
+        );
+        let record = reopened
+            .find_channel(&ChannelId::parse("chan-1").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.last_message_number, Some(MessageNumber::new(3)));
+    }
+);
+
+test_on_both_backends!(
+    message_number_not_above_last_is_refused,
+    async |store: Store| {
+        let calendar = calendar_with_channel(&store, "u1", "chan-1", "tok").await;
+        let record = |n| request(calendar.id, "chan-1", Some(n));
+        assert_eq!(
+            store.record_sync_request(&record(5)).await.unwrap(),
+            RecordOutcome::Recorded
+        );
+        assert_eq!(
+            store.record_sync_request(&record(5)).await.unwrap(),
+            RecordOutcome::Duplicate
+        );
+        assert_eq!(
+            store.record_sync_request(&record(4)).await.unwrap(),
+            RecordOutcome::Duplicate
+        );
+        assert_eq!(
+            store.record_sync_request(&record(9)).await.unwrap(),
+            RecordOutcome::Recorded
+        );
+        let unnumbered = request(calendar.id, "chan-1", None);
+        assert_eq!(
+            store.record_sync_request(&unnumbered).await.unwrap(),
+            RecordOutcome::Recorded
+        );
+        let after = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(after.sync_request_count, 3);
+    }
+);
+
+test_on_both_backends!(
+    user_without_credentials_is_inactive,
+    async |store: Store| {
+        let owner = user("nocreds");
+        let (calendar, _) = store
+            .connect_calendar(&owner, &GoogleCalendarId::parse("primary").unwrap())
+            .await
+            .unwrap();
+        let channel_id = ChannelId::parse("chan-x").unwrap();
+        store
+            .insert_registering_channel(
+                &calendar,
+                &NewChannel {
+                    channel_id: channel_id.clone(),
+                    token: ChannelToken::new("tok"),
+                },
+            )
+            .await
+            .unwrap();
+        let record = store.find_channel(&channel_id).await.unwrap().unwrap();
+        assert!(!record.calendar_active);
+    }
+);
+
+test_on_both_backends!(
+    connecting_twice_returns_the_same_calendar,
+    async |store: Store| {
+        let owner = user("u1");
+        let primary = GoogleCalendarId::parse("primary").unwrap();
+        let (first, created) = store.connect_calendar(&owner, &primary).await.unwrap();
+        let (second, created_again) = store.connect_calendar(&owner, &primary).await.unwrap();
+        assert!(created);
+        assert!(!created_again);
+        assert_eq!(first.id, second.id);
+        assert_eq!(store.calendars(Some(&owner)).await.unwrap().len(), 1);
+        assert_eq!(
+            store.calendars(Some(&user("other"))).await.unwrap().len(),
+            0
+        );
+    }
+);
+
+test_on_both_backends!(
+    replaced_channel_still_verifies_during_overlap,
+    async |store: Store| {
+        let calendar = calendar_with_channel(&store, "u1", "chan-old", "old-token").await;
+        let new_id = ChannelId::parse("chan-new").unwrap();
+        store
+            .insert_registering_channel(
+                &calendar,
+                &NewChannel {
+                    channel_id: new_id.clone(),
+                    token: ChannelToken::new("new-token"),
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .activate_channel(
+                calendar.id,
+                &new_id,
+                &ResourceId::parse("res-2").unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        let after = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(after.channel_id.as_deref(), Some("chan-new"));
+        let old = store
+            .find_channel(&ChannelId::parse("chan-old").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(old.token.matches("old-token"));
+        assert!(old.calendar_active);
+        assert_eq!(
+            store
+                .record_sync_request(&request(calendar.id, "chan-old", Some(7)))
+                .await
+                .unwrap(),
+            RecordOutcome::Recorded
+        );
+    }
+);
+
+test_on_both_backends!(credentials_round_trip_and_reauth, async |store: Store| {
+    let clock = Arc::new(FakeClock::default());
+    let store = store.with_clock(clock.clone());
+    let owner = user("u1");
+    assert_eq!(store.credentials(&owner).await.unwrap(), None);
+    store
+        .put_refresh_token(&owner, &RefreshToken::new("1//first"))
+        .await
+        .unwrap();
+    let (calendar, _) = store
+        .connect_calendar(&owner, &GoogleCalendarId::parse("primary").unwrap())
+        .await
+        .unwrap();
+    let cached = CachedAccessToken {
+        token: AccessToken::new("ya29.access"),
+        expires_at: clock.now() + time::Duration::hours(1),
+    };
+    store.cache_access_token(&owner, &cached).await.unwrap();
+    let creds = store.credentials(&owner).await.unwrap().unwrap();
+    assert_eq!(creds.refresh_token.expose(), "1//first");
+    assert_eq!(creds.access_token, Some(cached));
+    assert!(!creds.needs_reauth);
+
+    store.mark_needs_reauth(&owner).await.unwrap();
+    let creds = store.credentials(&owner).await.unwrap().unwrap();
+    assert!(creds.needs_reauth);
+    assert_eq!(creds.access_token, None);
+    let parked = store.calendar(calendar.id).await.unwrap().unwrap();
+    assert_eq!(parked.sync_state, "needs_reauth");
+
+    store
+        .put_refresh_token(&owner, &RefreshToken::new("1//second"))
+        .await
+        .unwrap();
+    let creds = store.credentials(&owner).await.unwrap().unwrap();
+    assert_eq!(creds.refresh_token.expose(), "1//second");
+    assert!(!creds.needs_reauth);
+    let resumed = store.calendar(calendar.id).await.unwrap().unwrap();
+    assert_eq!(resumed.sync_state, "pending");
+    assert!(resumed.sync_requested_at.is_some());
+});
+
+test_on_both_backends!(ping_answers, async |store: Store| {
+    WebhookStore::ping(&store).await.unwrap();
+});
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable_not_a_panic() {
+    let url = sync_store::DatabaseUrl::parse("postgres://postgres@127.0.0.1:1/none").unwrap();
+    let options = sync_store::PoolOptions {
+        max_size: 1,
+        wait_timeout: std::time::Duration::from_millis(500),
+        connect_timeout: std::time::Duration::from_millis(500),
+    };
+    let store = Store::new(
+        url,
+        Some(sync_store::test_support::TEST_ENCRYPTION_KEY),
+        options,
+    )
+    .unwrap();
+    let err = store
+        .find_channel(&ChannelId::parse("x").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sync_domain::ports::StoreError::Unavailable(_)),
+        "{err:?}"
+    );
+}
