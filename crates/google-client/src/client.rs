@@ -58,7 +58,8 @@ impl GoogleCalendarClient {
             return Err(BuildError::ApiBaseUrl(config.api_base_url.to_string()));
         }
         let http = http_client(&config)?;
-        let tokens = TokenSource::with_http(&config, http.clone(), credentials, Arc::clone(&clock))?;
+        let tokens =
+            TokenSource::with_http(&config, http.clone(), credentials, Arc::clone(&clock))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -102,7 +103,11 @@ impl GoogleCalendarClient {
             let error = match self.attempt(user_id, &build, rejected.take()).await {
                 Ok(body) => return Ok(body),
                 Err(Attempt::Unauthorized(token)) if !refreshed_once => {
-                    tracing::info!(operation, target, "Google answered 401; refreshing the access token once");
+                    tracing::info!(
+                        operation,
+                        target,
+                        "Google answered 401; refreshing the access token once"
+                    );
                     refreshed_once = true;
                     rejected = Some(token);
                     continue;

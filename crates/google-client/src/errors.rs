@@ -64,12 +64,7 @@ pub(crate) fn classify(
         .message
         .clone()
         .or_else(|| envelope.error.errors.iter().find_map(|e| e.message.clone()))
-        .unwrap_or_else(|| {
-            status
-                .canonical_reason()
-                .unwrap_or("no message")
-                .to_owned()
-        });
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("no message").to_owned());
     let has = |wanted: &[&str]| reasons.iter().any(|r| wanted.contains(r));
 
     if status == StatusCode::GONE {
@@ -149,7 +144,10 @@ mod tests {
     #[test]
     fn each_status_and_reason_maps_to_its_variant() {
         assert_eq!(map(410, "fullSyncRequired"), GoogleError::FullSyncRequired);
-        assert_eq!(map(410, "updatedMinTooLongAgo"), GoogleError::FullSyncRequired);
+        assert_eq!(
+            map(410, "updatedMinTooLongAgo"),
+            GoogleError::FullSyncRequired
+        );
         for reason in RATE_LIMIT_REASONS {
             assert_eq!(
                 map(403, reason),
@@ -162,12 +160,15 @@ mod tests {
         );
         assert_eq!(map(401, "authError"), GoogleError::Unauthorized);
         assert_eq!(map(404, "notFound"), GoogleError::NotFound);
-        assert_eq!(
-            map(403, PUSH_NOT_SUPPORTED),
-            GoogleError::PushNotSupported
-        );
-        assert!(matches!(map(500, "backendError"), GoogleError::Transient(_)));
-        assert!(matches!(map(503, "backendError"), GoogleError::Transient(_)));
+        assert_eq!(map(403, PUSH_NOT_SUPPORTED), GoogleError::PushNotSupported);
+        assert!(matches!(
+            map(500, "backendError"),
+            GoogleError::Transient(_)
+        ));
+        assert!(matches!(
+            map(503, "backendError"),
+            GoogleError::Transient(_)
+        ));
         assert_eq!(
             map(403, "forbiddenForNonOrganizer"),
             GoogleError::Other {

@@ -19,7 +19,9 @@ mod token;
 pub mod fakes;
 
 pub use client::GoogleCalendarClient;
-pub use config::{ClientSecret, DEFAULT_API_BASE_URL, DEFAULT_TOKEN_URL, GoogleConfig, RetryPolicy};
+pub use config::{
+    ClientSecret, DEFAULT_API_BASE_URL, DEFAULT_TOKEN_URL, GoogleConfig, RetryPolicy,
+};
 pub use events::{MAX_EVENTS_PAGE, event_pages, parse_event};
 pub use sync_domain::calendar::{CalendarApi, GoogleError};
 pub use token::{BuildError, REFRESH_MARGIN, TokenSource};

@@ -151,7 +151,7 @@ impl TokenSource {
             .store
             .credentials(user_id)
             .await
-            .map_err(store_error)?
+            .map_err(|e| store_error(&e))?
             .ok_or(GoogleError::NoCredentials)?;
         if credentials.needs_reauth {
             return Err(GoogleError::InvalidGrant);
@@ -242,7 +242,7 @@ impl TokenSource {
     }
 }
 
-fn store_error(error: StoreError) -> GoogleError {
+fn store_error(error: &StoreError) -> GoogleError {
     GoogleError::Transient(format!("credential store: {error}"))
 }
 
