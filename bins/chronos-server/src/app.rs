@@ -1,0 +1,171 @@
+//! Wiring: the store, Google, the HTTP server and the workers, through the traits.
+
+use crate::config::Config;
+use crate::workers::{self, WorkerContext};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use google_client::{ClientSecret, GoogleCalendarClient, GoogleConfig, RetryPolicy};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use sync_domain::ports::{CalendarApi, Clock, CredentialStore, SystemClock, WebhookStore};
+use sync_store::{PoolOptions, Store};
+use tokio_util::sync::CancellationToken;
+use webhook_http::WebhookState;
+
+/// How long in-flight requests and syncs get to finish after SIGTERM/SIGINT.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Replacements for the real outside world (tests pass fakes).
+#[derive(Clone, Default)]
+pub struct Overrides {
+    pub calendar: Option<Arc<dyn CalendarApi>>,
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    context: WorkerContext,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the store named by the configuration, running pending migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let key = config.encryption_key.as_ref().map(|k| k.expose());
+    Store::open(config.database_url.clone(), key, PoolOptions::default())
+        .await
+        .with_context(|| format!("opening the database {}", config.database_url.redacted()))
+}
+
+/// The real Google client for the configuration.
+pub fn google_client(
+    config: &Config,
+    store: &Store,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn CalendarApi>> {
+    if config.google_client_id.is_none() || config.google_client_secret.is_none() {
+        tracing::warn!(
+            "google_client_id or google_client_secret is unset: calls to Google will fail until they are set"
+        );
+    }
+    let mut google = GoogleConfig::new(
+        config.google_client_id.clone().unwrap_or_default(),
+        ClientSecret::new(
+            config
+                .google_client_secret
+                .as_ref()
+                .map(|s| s.expose().to_owned())
+                .unwrap_or_default(),
+        ),
+    );
+    google.api_base_url = config.google_api_base_url.clone();
+    google.token_url = config.google_token_url.clone();
+    google.retry = RetryPolicy::default();
+    let credentials: Arc<dyn CredentialStore> = Arc::new(store.clone());
+    let client = GoogleCalendarClient::new(google, credentials, clock)
+        .context("building the Google client")?;
+    Ok(Arc::new(client))
+}
+
+/// This instance's id in leases: host, process and a random suffix.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "chronos".to_owned());
+    let mut suffix = [0u8; 4];
+    let _ = getrandom::fill(&mut suffix);
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        u32::from_be_bytes(suffix)
+    )
+}
+
+impl Application {
+    /// Opens the store, builds the server on `config.bind` (port 0 picks a free one).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    /// As [`Self::build`], with parts of the outside world replaced.
+    pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let store = store.with_clock(Arc::clone(&clock));
+        let calendar = match overrides.calendar {
+            Some(calendar) => calendar,
+            None => google_client(&config, &store, Arc::clone(&clock))?,
+        };
+        let listener = TcpListener::bind(config.bind)
+            .with_context(|| format!("binding `bind` = {}", config.bind))?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound address")?
+            .port();
+
+        let webhook_store: Arc<dyn WebhookStore> = Arc::new(store.clone());
+        let state = web::Data::new(WebhookState::new(webhook_store, Arc::clone(&clock)));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(webhook_http::configure)
+                .default_service(web::to(webhook_http::error::not_found))
+        })
+        .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
+        .listen(listener)
+        .context("starting the HTTP server")?
+        .run();
+
+        let context = WorkerContext {
+            store,
+            calendar,
+            clock,
+            config: Arc::new(config),
+            instance_id: instance_id(),
+        };
+        Ok(Self {
+            port,
+            server,
+            context,
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The store the server uses.
+    pub fn store(&self) -> &Store {
+        &self.context.store
+    }
+
+    /// Serves and runs the workers until SIGTERM/SIGINT (or the server stops),
+    /// then lets in-flight requests and syncs drain.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = CancellationToken::new();
+        let workers = workers::spawn_all(&self.context, &shutdown);
+        tracing::info!(
+            port = self.port,
+            database = %self.context.config.database_url.redacted(),
+            instance = %self.context.instance_id,
+            "chronos-server listening"
+        );
+        // actix handles SIGTERM/SIGINT itself: it stops accepting, drains, then resolves.
+        let served = self.server.await;
+        tracing::info!("HTTP server stopped; draining workers");
+        shutdown.cancel();
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(workers)).await;
+        if drained.is_err() {
+            tracing::warn!("workers did not finish within the drain timeout");
+        }
+        served.context("HTTP server failed")
+    }
+}

@@ -1,0 +1,398 @@
+//! Configuration (SPEC section 4): defaults, then `chronos.toml` (or the file
+//! named by `CHRONOS_CONFIG`), then environment variables `CHRONOS_<KEY>`, with
+//! the unprefixed `WEBHOOK_BASE_URL` and `DATABASE_URL` honoured as well
+//! (a `CHRONOS_`-prefixed variable wins over its unprefixed twin).
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use sync_domain::schedule::CoalescingPolicy;
+use sync_store::DatabaseUrl;
+use sync_store::crypto::EncryptionKey;
+use url::Url;
+
+/// The file read when `CHRONOS_CONFIG` is unset.
+pub const DEFAULT_CONFIG_FILE: &str = "chronos.toml";
+
+/// The settings as written, before validation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawConfig {
+    pub database_url: String,
+    pub bind: String,
+    pub webhook_base_url: Option<String>,
+    pub google_api_base_url: String,
+    pub google_token_url: String,
+    pub google_client_id: Option<String>,
+    pub google_client_secret: Option<String>,
+    pub admin_token: Option<String>,
+    pub sync_debounce_ms: u64,
+    pub sync_max_delay_ms: u64,
+    pub poll_interval_secs: u64,
+    pub channel_ttl_secs: u64,
+    pub log_format: String,
+    pub encryption_key: Option<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://chronos.db".into(),
+            bind: "127.0.0.1:8080".into(),
+            webhook_base_url: None,
+            google_api_base_url: google_client::DEFAULT_API_BASE_URL.into(),
+            google_token_url: google_client::DEFAULT_TOKEN_URL.into(),
+            google_client_id: None,
+            google_client_secret: None,
+            admin_token: None,
+            sync_debounce_ms: 1000,
+            sync_max_delay_ms: 10_000,
+            poll_interval_secs: 21_600,
+            channel_ttl_secs: 604_800,
+            log_format: "pretty".into(),
+            encryption_key: None,
+        }
+    }
+}
+
+/// `pretty` or `json` logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// A secret setting: `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value; only where it must be used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: DatabaseUrl,
+    pub bind: SocketAddr,
+    pub webhook_base_url: Option<Url>,
+    pub google_api_base_url: Url,
+    pub google_token_url: Url,
+    pub google_client_id: Option<String>,
+    pub google_client_secret: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub coalescing: CoalescingPolicy,
+    pub poll_interval: Duration,
+    pub channel_ttl: Duration,
+    pub log_format: LogFormat,
+    pub encryption_key: Option<Secret>,
+}
+
+/// Why configuration was refused: one line naming the key, never its secret value.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("`{key}`: {why}"))
+}
+
+impl RawConfig {
+    /// Layers defaults, the config file and the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os("CHRONOS_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
+        if std::env::var_os("CHRONOS_CONFIG").is_some() && !file.exists() {
+            return Err(ConfigError(format!(
+                "CHRONOS_CONFIG names {}, which does not exist",
+                file.display()
+            )));
+        }
+        Self::from_figment(
+            Figment::from(Serialized::defaults(RawConfig::default()))
+                .merge(Toml::file(file))
+                .merge(Env::raw().only(&["WEBHOOK_BASE_URL", "DATABASE_URL"]))
+                .merge(Env::prefixed("CHRONOS_").ignore(&[
+                    "CONFIG",
+                    "TEST_DATABASE_URL",
+                    "REQUIRE_POSTGRES",
+                ])),
+        )
+    }
+
+    /// Extracts from a prepared figment (tests build their own).
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        figment.extract().map_err(|e| {
+            // Figment names the key and the source; keep only the first error, on one line.
+            let first = e
+                .into_iter()
+                .next()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            ConfigError(first.replace('\n', " "))
+        })
+    }
+
+    /// Validates every key.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let database_url =
+            DatabaseUrl::parse(&self.database_url).map_err(|e| bad("database_url", e))?;
+        let bind = self.bind.parse::<SocketAddr>().map_err(|_| {
+            bad(
+                "bind",
+                format!("`{}` is not an address like 127.0.0.1:8080", self.bind),
+            )
+        })?;
+        let webhook_base_url = non_empty(self.webhook_base_url)
+            .map(|raw| parse_http_url("webhook_base_url", &raw))
+            .transpose()?;
+        let google_api_base_url = parse_http_url("google_api_base_url", &self.google_api_base_url)?;
+        let google_token_url = parse_http_url("google_token_url", &self.google_token_url)?;
+        if self.sync_max_delay_ms < self.sync_debounce_ms {
+            return Err(bad(
+                "sync_max_delay_ms",
+                "must not be smaller than sync_debounce_ms",
+            ));
+        }
+        if self.poll_interval_secs == 0 {
+            return Err(bad("poll_interval_secs", "must be at least 1"));
+        }
+        if self.channel_ttl_secs < 60 {
+            return Err(bad("channel_ttl_secs", "must be at least 60"));
+        }
+        let log_format = match self.log_format.to_ascii_lowercase().as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(bad(
+                    "log_format",
+                    format!("`{other}` is neither `pretty` nor `json`"),
+                ));
+            }
+        };
+        let encryption_key = non_empty(self.encryption_key);
+        if let Some(key) = &encryption_key {
+            EncryptionKey::from_base64(key).map_err(|e| bad("encryption_key", e))?;
+        }
+        let admin_token = non_empty(self.admin_token);
+        if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(bad("admin_token", "must be at least 16 characters"));
+        }
+        Ok(Config {
+            database_url,
+            bind,
+            webhook_base_url,
+            google_api_base_url,
+            google_token_url,
+            google_client_id: non_empty(self.google_client_id),
+            google_client_secret: non_empty(self.google_client_secret).map(Secret),
+            admin_token: admin_token.map(Secret),
+            coalescing: CoalescingPolicy {
+                debounce: Duration::from_millis(self.sync_debounce_ms),
+                max_delay: Duration::from_millis(self.sync_max_delay_ms),
+            },
+            poll_interval: Duration::from_secs(self.poll_interval_secs),
+            channel_ttl: Duration::from_secs(self.channel_ttl_secs),
+            log_format,
+            encryption_key: encryption_key.map(Secret),
+        })
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn parse_http_url(key: &str, raw: &str) -> Result<Url, ConfigError> {
+    let url =
+        Url::parse(raw.trim()).map_err(|e| bad(key, format!("`{raw}` is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(bad(key, format!("`{raw}` is not an http(s) URL")));
+    }
+    Ok(url)
+}
+
+impl Config {
+    /// Loads and validates.
+    pub fn load() -> Result<Self, ConfigError> {
+        RawConfig::load()?.validate()
+    }
+
+    /// `{webhook_base_url}/calendar/webhook`, when push is configured.
+    pub fn webhook_address(&self) -> Option<String> {
+        self.webhook_base_url
+            .as_ref()
+            .map(|base| format!("{}/calendar/webhook", base.as_str().trim_end_matches('/')))
+    }
+
+    /// The effective configuration as TOML-like `key = value` lines, secrets redacted.
+    pub fn redacted_lines(&self) -> Vec<(String, String)> {
+        let secret = |s: &Option<Secret>| {
+            s.as_ref()
+                .map_or_else(|| "(unset)".to_owned(), |_| "***".to_owned())
+        };
+        let opt = |s: Option<String>| s.unwrap_or_else(|| "(unset)".to_owned());
+        vec![
+            ("database_url".into(), self.database_url.redacted()),
+            ("bind".into(), self.bind.to_string()),
+            (
+                "webhook_base_url".into(),
+                opt(self.webhook_base_url.as_ref().map(Url::to_string)),
+            ),
+            (
+                "google_api_base_url".into(),
+                self.google_api_base_url.to_string(),
+            ),
+            ("google_token_url".into(), self.google_token_url.to_string()),
+            (
+                "google_client_id".into(),
+                opt(self.google_client_id.clone()),
+            ),
+            (
+                "google_client_secret".into(),
+                secret(&self.google_client_secret),
+            ),
+            ("admin_token".into(), secret(&self.admin_token)),
+            (
+                "sync_debounce_ms".into(),
+                self.coalescing.debounce.as_millis().to_string(),
+            ),
+            (
+                "sync_max_delay_ms".into(),
+                self.coalescing.max_delay.as_millis().to_string(),
+            ),
+            (
+                "poll_interval_secs".into(),
+                self.poll_interval.as_secs().to_string(),
+            ),
+            (
+                "channel_ttl_secs".into(),
+                self.channel_ttl.as_secs().to_string(),
+            ),
+            (
+                "log_format".into(),
+                format!("{:?}", self.log_format).to_ascii_lowercase(),
+            ),
+            ("encryption_key".into(), secret(&self.encryption_key)),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        for (k, v) in pairs {
+            figment = figment.merge((*k, *v));
+        }
+        RawConfig::from_figment(figment)?.validate()
+    }
+
+    #[test]
+    fn defaults_are_the_specs() {
+        let config = with(&[]).unwrap();
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Sqlite("chronos.db".into())
+        );
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.webhook_base_url, None);
+        assert_eq!(config.coalescing, CoalescingPolicy::default());
+        assert_eq!(config.poll_interval, Duration::from_secs(21_600));
+        assert_eq!(config.channel_ttl, Duration::from_secs(604_800));
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.webhook_address(), None);
+    }
+
+    #[test]
+    fn each_bad_key_is_named() {
+        for (key, value) in [
+            ("database_url", "mysql://x"),
+            ("bind", "nowhere"),
+            ("webhook_base_url", "not a url"),
+            ("google_api_base_url", "ftp://x"),
+            ("log_format", "xml"),
+            ("encryption_key", "short"),
+            ("admin_token", "short"),
+        ] {
+            let err = with(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let err = with(&[("encryption_key", "c2VjcmV0LWtleS12YWx1ZQ==")])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+        let config = with(&[
+            ("admin_token", "admin-token-0123456789"),
+            ("google_client_secret", "client-secret-value"),
+            ("database_url", "postgres://u:hunter2@db/chronos"),
+        ])
+        .unwrap();
+        let shown = format!("{:?} {:?}", config, config.redacted_lines());
+        for secret in ["admin-token-0123456789", "client-secret-value", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} leaked");
+        }
+    }
+
+    #[test]
+    fn environment_layers_over_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "chronos.toml",
+                "bind = \"127.0.0.1:9000\"\nsync_debounce_ms = 50\n",
+            )?;
+            jail.set_env("DATABASE_URL", "sqlite://from-unprefixed.db");
+            jail.set_env("WEBHOOK_BASE_URL", "https://hooks.example.com/");
+            jail.set_env("CHRONOS_SYNC_DEBOUNCE_MS", "75");
+            let config = Config::load().map_err(|e| e.to_string())?;
+            assert_eq!(config.bind.to_string(), "127.0.0.1:9000");
+            assert_eq!(config.coalescing.debounce, Duration::from_millis(75));
+            assert_eq!(
+                config.database_url,
+                DatabaseUrl::Sqlite("from-unprefixed.db".into())
+            );
+            assert_eq!(
+                config.webhook_address().as_deref(),
+                Some("https://hooks.example.com/calendar/webhook")
+            );
+            jail.set_env("CHRONOS_DATABASE_URL", "sqlite://prefixed.db");
+            let config = Config::load().map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.database_url,
+                DatabaseUrl::Sqlite("prefixed.db".into())
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unparsable_number_names_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHRONOS_SYNC_DEBOUNCE_MS", "soon");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("sync_debounce_ms"), "{err}");
+            Ok(())
+        });
+    }
+}

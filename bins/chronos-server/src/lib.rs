@@ -1,0 +1,13 @@
+//! Chronos calendar sync: the server.
+//!
+//! The only crate that knows every concrete type: it reads the configuration
+//! ([`config`]), sets up logging ([`telemetry`]), wires the store, the Google
+//! client and the HTTP layer together through the domain's traits ([`app`]),
+//! runs the background workers ([`workers`]) and offers the operator's CLI
+//! ([`cli`]).
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod telemetry;
+pub mod workers;
