@@ -430,3 +430,47 @@ async fn calendar_list_follows_every_page() {
     );
     assert!(requests.iter().all(|r| bearer(r) == "Bearer ya29.token"));
 }
+
+#[tokio::test]
+async fn watch_and_stop_are_retried_on_server_errors() {
+    let google = Google::start().await.with_cached_token("ya29.token").await;
+    Mock::given(method("POST"))
+        .respond_with(google_error(503, "backendError", "Backend Error"))
+        .up_to_n_times(2)
+        .mount(&google.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API_PATH}/calendars/primary/events/watch")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "kind": "api#channel", "id": "01234567-89ab-cdef-0123-456789abcdef",
+            "resourceId": "r1", "resourceUri": "https://x", "expiration": "1735689600000"
+        })))
+        .mount(&google.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{API_PATH}/channels/stop")))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&google.server)
+        .await;
+
+    let watched = google
+        .client
+        .watch(&user(), &primary(), &watch_request())
+        .await
+        .unwrap();
+    google
+        .client
+        .stop_channel(&user(), &watched.channel_id, &watched.resource_id)
+        .await
+        .unwrap();
+
+    let watch_path = format!("{API_PATH}/calendars/primary/events/watch");
+    assert_eq!(google.requests_to(&watch_path).await.len(), 3);
+    assert_eq!(
+        google
+            .requests_to(&format!("{API_PATH}/channels/stop"))
+            .await
+            .len(),
+        1
+    );
+}

@@ -8,6 +8,7 @@ mod calls;
 mod errors;
 #[cfg(feature = "fakes")]
 mod fake;
+mod logs;
 mod token;
 
 use google_client::{ClientSecret, GoogleCalendarClient, GoogleConfig, RetryPolicy};

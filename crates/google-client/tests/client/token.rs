@@ -251,3 +251,23 @@ async fn debug_output_shows_no_secret() {
         assert!(!shown.contains(secret), "{secret} leaked in {shown}");
     }
 }
+
+#[tokio::test]
+async fn token_endpoint_429_is_a_rate_limit_not_a_reauth() {
+    let google = Google::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "30"))
+        .mount(&google.server)
+        .await;
+
+    let error = tokens(&google).access_token(&user()).await.unwrap_err();
+
+    assert_eq!(
+        error,
+        GoogleError::RateLimited {
+            retry_after: Some(Duration::from_secs(30))
+        }
+    );
+    assert!(!google.needs_reauth());
+}
