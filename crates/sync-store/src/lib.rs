@@ -10,10 +10,12 @@
 pub mod calendars;
 pub mod credentials;
 pub mod crypto;
+pub mod events;
 pub mod migrations;
 pub mod pool;
 mod schema;
 mod store;
+pub mod sync_queue;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 mod timestamps;

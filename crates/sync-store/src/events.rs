@@ -1,0 +1,82 @@
+//! The mirror: `calendar_events`, written a page at a time by the sync worker
+//! and read by the internal API.
+
+use crate::pool::{query_error, with_conn};
+use crate::schema::calendar_events as ce;
+use crate::store::Store;
+use crate::timestamps::from_db;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use sync_domain::CalendarId;
+use sync_domain::ports::StoreError;
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+/// The status Google gives a deleted event; such rows are kept but never listed.
+pub const CANCELLED: &str = "cancelled";
+
+/// A mirrored event, as the internal API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredEvent {
+    /// Google's event id.
+    pub event_id: String,
+    /// `confirmed` or `tentative` (cancelled events are not listed).
+    pub status: String,
+    /// The event's title.
+    pub summary: Option<String>,
+    /// When Google last changed it.
+    pub updated: Option<OffsetDateTime>,
+    /// The event resource exactly as Google returned it.
+    pub raw_json: String,
+}
+
+type EventRow = (
+    String,
+    String,
+    Option<String>,
+    Option<PrimitiveDateTime>,
+    String,
+);
+
+impl Store {
+    /// Up to `limit` mirrored events of a calendar that are not cancelled,
+    /// ordered by event id, starting after `after_event_id` (keyset pagination).
+    pub async fn events_page(
+        &self,
+        calendar_id: CalendarId,
+        limit: i64,
+        after_event_id: Option<&str>,
+    ) -> Result<Vec<MirroredEvent>, StoreError> {
+        let calendar = calendar_id.to_string();
+        let rows: Vec<EventRow> = with_conn!(&self.pool, |conn| {
+            let mut query = ce::table
+                .filter(ce::calendar_id.eq(&calendar))
+                .filter(ce::status.ne(CANCELLED))
+                .select((
+                    ce::event_id,
+                    ce::status,
+                    ce::summary,
+                    ce::updated,
+                    ce::raw_json,
+                ))
+                .order(ce::event_id.asc())
+                .limit(limit.max(0))
+                .into_boxed();
+            if let Some(after) = after_event_id {
+                query = query.filter(ce::event_id.gt(after));
+            }
+            query.load(conn).await.map_err(query_error)?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(event_id, status, summary, updated, raw_json)| MirroredEvent {
+                    event_id,
+                    status,
+                    summary,
+                    updated: updated.map(from_db),
+                    raw_json,
+                },
+            )
+            .collect())
+    }
+}
