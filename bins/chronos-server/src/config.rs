@@ -136,13 +136,21 @@ impl RawConfig {
     /// Extracts from a prepared figment (tests build their own).
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         figment.extract().map_err(|e| {
-            // Figment names the key and the source; keep only the first error, on one line.
-            let first = e
-                .into_iter()
-                .next()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            ConfigError(first.replace('\n', " "))
+            // Name the key as the table does (lower case), say where it came from; one line.
+            let Some(first) = e.into_iter().next() else {
+                return ConfigError("unreadable configuration".into());
+            };
+            let key = first.path.join(".").to_ascii_lowercase();
+            let source = first
+                .metadata
+                .as_ref()
+                .map_or_else(String::new, |m| format!(" (from {})", m.name));
+            let why = format!("{}{source}", first.kind).replace('\n', " ");
+            if key.is_empty() {
+                ConfigError(why)
+            } else {
+                bad(&key, why)
+            }
         })
     }
 
@@ -391,7 +399,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CHRONOS_SYNC_DEBOUNCE_MS", "soon");
             let err = Config::load().unwrap_err().to_string();
-            assert!(err.contains("sync_debounce_ms"), "{err}");
+            assert!(err.contains("`sync_debounce_ms`"), "{err}");
             Ok(())
         });
     }

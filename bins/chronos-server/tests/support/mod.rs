@@ -1,0 +1,139 @@
+//! Shared helpers for the server's end-to-end tests: a real server on port 0
+//! against a fresh database (SQLite, or PostgreSQL when configured) with a fake
+//! Google behind the `CalendarApi` port.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use chronos_server::app::{Application, Overrides};
+use chronos_server::config::RawConfig;
+use google_client::fakes::FakeGoogleCalendar;
+use std::sync::Arc;
+use sync_domain::ports::CredentialStore as _;
+use sync_domain::{ChannelId, ChannelToken, GoogleCalendarId, RefreshToken, ResourceId, UserId};
+use sync_store::Store;
+use sync_store::calendars::{Calendar, NewChannel};
+use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
+
+/// The admin token every test server uses.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A running server and what a test needs to drive and inspect it.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub store: Store,
+    pub google: FakeGoogleCalendar,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+}
+
+/// The configuration a test server starts from; tests adjust it.
+pub fn test_config(db: &TestDb) -> RawConfig {
+    RawConfig {
+        database_url: db.url_string(),
+        bind: "127.0.0.1:0".into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        encryption_key: Some(TEST_ENCRYPTION_KEY.into()),
+        sync_debounce_ms: 20,
+        sync_max_delay_ms: 200,
+        ..RawConfig::default()
+    }
+}
+
+/// Starts a server on `backend` (None: PostgreSQL not configured, skip).
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts a server after `adjust` changed its configuration.
+pub async fn spawn_app_with(
+    backend: Backend,
+    adjust: impl FnOnce(&mut RawConfig),
+) -> Option<TestApp> {
+    let db = TestDb::new(backend).await?;
+    let mut raw = test_config(&db);
+    adjust(&mut raw);
+    let config = raw.validate().expect("valid test configuration");
+    let google = FakeGoogleCalendar::new();
+    let overrides = Overrides {
+        calendar: Some(Arc::new(google.clone())),
+        clock: None,
+    };
+    let app = Application::build_with(config, overrides)
+        .await
+        .expect("building the app");
+    let port = app.port();
+    let store = app.store().clone();
+    tokio::spawn(app.run_until_stopped());
+    Some(TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        store,
+        google,
+        http: reqwest::Client::new(),
+        db,
+    })
+}
+
+impl TestApp {
+    /// Posts a notification with the given headers.
+    pub async fn notify(&self, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}/calendar/webhook", self.address));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("sending a notification")
+    }
+}
+
+/// Seeds a user with credentials and a connected calendar whose current channel
+/// is `channel` with `token` (as if registered with Google).
+pub async fn seed_calendar(
+    store: &Store,
+    user: &str,
+    calendar: &str,
+    channel: &str,
+    token: &str,
+) -> Calendar {
+    let user_id = UserId::parse(user).unwrap();
+    store
+        .put_refresh_token(&user_id, &RefreshToken::new("1//test-refresh"))
+        .await
+        .unwrap();
+    seed_calendar_without_credentials(store, user, calendar, channel, token).await
+}
+
+/// As [`seed_calendar`], but the user has no credentials (an orphaned channel).
+pub async fn seed_calendar_without_credentials(
+    store: &Store,
+    user: &str,
+    calendar: &str,
+    channel: &str,
+    token: &str,
+) -> Calendar {
+    let user_id = UserId::parse(user).unwrap();
+    let (calendar, _) = store
+        .connect_calendar(&user_id, &GoogleCalendarId::parse(calendar).unwrap())
+        .await
+        .unwrap();
+    let channel_id = ChannelId::parse(channel).unwrap();
+    store
+        .insert_registering_channel(
+            &calendar,
+            &NewChannel {
+                channel_id: channel_id.clone(),
+                token: ChannelToken::new(token),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .activate_channel(
+            calendar.id,
+            &channel_id,
+            &ResourceId::parse("resource-1").unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    store.calendar(calendar.id).await.unwrap().unwrap()
+}
