@@ -6,12 +6,16 @@
 //! - [`notification`]: a Google push notification parsed from its headers;
 //! - [`verification`]: the webhook's decision table (SPEC section 2);
 //! - [`schedule`]: the sync coalescing rule (SPEC section 6);
+//! - [`renewal`]: when channels are renewed, retried and given up on (SPEC section 7);
+//! - [`admin`]: the internal API's port and views (SPEC section 5);
 //! - [`ports`]: the traits the other crates implement or consume.
 
+pub mod admin;
 pub mod calendar;
 pub mod ids;
 pub mod notification;
 pub mod ports;
+pub mod renewal;
 pub mod schedule;
 pub mod secret;
 pub mod verification;

@@ -1,0 +1,223 @@
+//! The administration port: what the internal API (SPEC section 5) and the
+//! operator's CLI need from the store, with the views they show.
+
+use crate::calendar::CalendarApi;
+use crate::ids::{CalendarId, ChannelId, GoogleCalendarId, ResourceId, UserId};
+use crate::ports::StoreError;
+use crate::secret::RefreshToken;
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// A calendar's current channel as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChannelView {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A connected calendar as the API shows it (`GET /internal/calendars/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CalendarView {
+    pub id: CalendarId,
+    pub user_id: String,
+    pub google_calendar_id: String,
+    /// `pending`, `syncing`, `idle`, `failing`, `needs_reauth` or `gone`.
+    pub sync_state: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_sync_at: Option<OffsetDateTime>,
+    pub full_sync_complete: bool,
+    pub channel: Option<ChannelView>,
+    pub last_error: Option<String>,
+    /// `push` or `polling` (an addition to the SPEC's fields).
+    pub push_mode: String,
+}
+
+/// A mirrored event as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventView {
+    /// Google's event id.
+    pub id: String,
+    pub status: String,
+    pub summary: Option<String>,
+    /// Google's `start` object (`dateTime`/`date`, `timeZone`), as mirrored.
+    pub start: Option<serde_json::Value>,
+    /// Google's `end` object, as mirrored.
+    pub end: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub updated: Option<OffsetDateTime>,
+}
+
+/// Where a page of events starts: after this Google event id (ids sort as text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor(String);
+
+/// Why a cursor was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cursor is not one this API issued")]
+pub struct InvalidCursor;
+
+impl EventCursor {
+    /// The cursor that continues after `event_id`.
+    pub fn after(event_id: &str) -> Self {
+        Self(event_id.to_owned())
+    }
+
+    /// Parses the opaque form given to callers.
+    pub fn parse(opaque: &str) -> Result<Self, InvalidCursor> {
+        let bytes = URL_SAFE_NO_PAD.decode(opaque).map_err(|_| InvalidCursor)?;
+        let id = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
+        if id.is_empty() {
+            return Err(InvalidCursor);
+        }
+        Ok(Self(id))
+    }
+
+    /// The opaque form given to callers.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+    }
+
+    /// The event id the page starts after.
+    pub fn event_id(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A channel that must be stopped at Google.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelToStop {
+    pub channel_id: ChannelId,
+    /// Needed by `channels.stop`; `None` if no resource id is known yet for the
+    /// calendar (an abandoned registration), in which case the stop waits.
+    pub resource_id: Option<ResourceId>,
+    pub user_id: UserId,
+    pub google_calendar_id: GoogleCalendarId,
+    /// Failed stop attempts so far.
+    pub stop_attempts: i32,
+}
+
+/// What the internal API and the CLI need from the store.
+#[async_trait]
+pub trait CalendarAdmin: Send + Sync + 'static {
+    /// Stores or replaces a user's refresh token (clears a needs-reauth mark).
+    async fn put_credentials(
+        &self,
+        user_id: &UserId,
+        token: &RefreshToken,
+    ) -> Result<(), StoreError>;
+
+    /// Connects a calendar (`true`) or returns the existing one for the pair (`false`).
+    async fn connect(
+        &self,
+        user_id: &UserId,
+        google_calendar_id: &GoogleCalendarId,
+    ) -> Result<(CalendarView, bool), StoreError>;
+
+    /// One calendar, if connected.
+    async fn calendar(&self, id: CalendarId) -> Result<Option<CalendarView>, StoreError>;
+
+    /// All calendars, or one user's.
+    async fn calendars(&self, user_id: Option<&UserId>) -> Result<Vec<CalendarView>, StoreError>;
+
+    /// Up to `limit` mirrored, not cancelled events after `cursor`, ordered by
+    /// event id; `None` if the calendar is not connected.
+    async fn events(
+        &self,
+        id: CalendarId,
+        limit: u32,
+        cursor: Option<&EventCursor>,
+    ) -> Result<Option<Vec<EventView>>, StoreError>;
+
+    /// Records a request to sync now; `false` if the calendar is not connected.
+    async fn request_sync(&self, id: CalendarId) -> Result<bool, StoreError>;
+
+    /// Disconnects a calendar: its channels are marked for stopping, its state
+    /// and mirrored events deleted. Returns the channels to stop, or `None` if
+    /// the calendar was not connected.
+    async fn disconnect(&self, id: CalendarId) -> Result<Option<Vec<ChannelToStop>>, StoreError>;
+
+    /// Records that a channel is stopped at Google.
+    async fn channel_stopped(&self, channel_id: &ChannelId) -> Result<(), StoreError>;
+
+    /// Records a failed stop; the channel is tried again at `retry_at`.
+    async fn channel_stop_failed(
+        &self,
+        channel_id: &ChannelId,
+        error: &str,
+        retry_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+}
+
+/// How a stop attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Stopped at Google (or Google no longer knew it) and recorded.
+    Stopped,
+    /// Failed, or no resource id is known yet; recorded for a retry at the given instant.
+    RetryAt(OffsetDateTime),
+}
+
+/// Stops one channel at Google and records the outcome: the one procedure the
+/// internal API, the CLI and the channel worker share. `jitter` in `[0, 1)`.
+pub async fn stop_channel(
+    admin: &dyn CalendarAdmin,
+    google: &dyn CalendarApi,
+    channel: &ChannelToStop,
+    now: OffsetDateTime,
+    jitter: f64,
+) -> Result<StopOutcome, StoreError> {
+    let failures = u32::try_from(channel.stop_attempts.max(0))
+        .unwrap_or(0)
+        .saturating_add(1);
+    let retry_at = now + crate::renewal::retry_delay(failures, jitter);
+    let Some(resource_id) = &channel.resource_id else {
+        admin
+            .channel_stop_failed(
+                &channel.channel_id,
+                "resource id not known yet; waiting for the calendar's next registration",
+                retry_at,
+            )
+            .await?;
+        return Ok(StopOutcome::RetryAt(retry_at));
+    };
+    match google
+        .stop_channel(&channel.user_id, &channel.channel_id, resource_id)
+        .await
+    {
+        Ok(()) => {
+            admin.channel_stopped(&channel.channel_id).await?;
+            Ok(StopOutcome::Stopped)
+        }
+        Err(error) => {
+            admin
+                .channel_stop_failed(&channel.channel_id, &error.to_string(), retry_at)
+                .await?;
+            Ok(StopOutcome::RetryAt(retry_at))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_garbage() {
+        let cursor = EventCursor::after("evt_42");
+        assert_eq!(EventCursor::parse(&cursor.encode()), Ok(cursor));
+        assert_eq!(EventCursor::parse("!!!"), Err(InvalidCursor));
+        assert_eq!(EventCursor::parse(""), Err(InvalidCursor));
+    }
+
+    proptest! {
+        #[test]
+        fn any_cursor_text_parses_or_is_refused_without_panic(s in "\\PC{0,80}") {
+            let _ = EventCursor::parse(&s);
+        }
+    }
+}
