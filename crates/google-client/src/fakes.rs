@@ -129,7 +129,11 @@ impl FakeCalendar {
     }
 
     fn sync_token(&self) -> String {
-        format!("fake-sync:{}:{}", self.epoch, self.version)
+        Self::token_at(self.epoch, self.version)
+    }
+
+    fn token_at(epoch: u64, version: u64) -> String {
+        format!("fake-sync:{epoch}:{version}")
     }
 }
 
@@ -348,19 +352,31 @@ impl FakeGoogleCalendar {
         });
     }
 
-    /// Every event Google holds for the calendar, cancelled ones included, by id.
+    /// Every event Google holds for the calendar, cancelled ones included, by
+    /// id (empty for an unknown calendar).
     pub fn events(&self, user_id: &UserId, calendar: &GoogleCalendarId) -> Vec<GoogleEvent> {
-        self.with_calendar(user_id, calendar, |cal| {
-            cal.events
-                .values()
-                .filter_map(|stored| parse_event(stored.json.clone()).ok())
-                .collect()
-        })
+        self.lock()
+            .calendars
+            .get(&(user_id.clone(), calendar.clone()))
+            .map(|cal| {
+                cal.events
+                    .values()
+                    .filter_map(|stored| parse_event(stored.json.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
-    /// The sync token a complete pass would end with now.
-    pub fn current_sync_token(&self, user_id: &UserId, calendar: &GoogleCalendarId) -> String {
-        self.with_calendar(user_id, calendar, |cal| cal.sync_token())
+    /// The sync token a complete pass would end with now (`None` for an unknown calendar).
+    pub fn current_sync_token(
+        &self,
+        user_id: &UserId,
+        calendar: &GoogleCalendarId,
+    ) -> Option<String> {
+        self.lock()
+            .calendars
+            .get(&(user_id.clone(), calendar.clone()))
+            .map(FakeCalendar::sync_token)
     }
 
     /// Kills every sync token issued so far: the next incremental call gets `FullSyncRequired`.
@@ -589,7 +605,7 @@ impl CalendarApi for FakeGoogleCalendar {
             _ => EventsPage {
                 items,
                 next_page_token: None,
-                next_sync_token: Some(format!("fake-sync:{}:{}", cal.epoch, cursor.snapshot)),
+                next_sync_token: Some(FakeCalendar::token_at(cal.epoch, cursor.snapshot)),
             },
         })
     }

@@ -179,6 +179,10 @@ async fn invalidated_sync_tokens_require_a_full_sync() {
     );
     let full = pass(&google, None).await.unwrap();
     assert_eq!(ids(&full).len(), 1);
+    assert_eq!(
+        sync_token(&full),
+        google.current_sync_token(&user(), &primary())
+    );
     assert!(pass(&google, sync_token(&full)).await.is_ok());
     assert_eq!(
         pass(&google, Some("garbage".into())).await,
