@@ -294,6 +294,7 @@ async fn unwatchable_and_unknown_calendars_answer_like_google() {
         Err(GoogleError::NotFound)
     );
     google.remove_calendar(&user(), &public);
+    assert!(google.events(&user(), &public).is_empty());
     assert_eq!(
         google.list_events(&user(), &public, &query).await,
         Err(GoogleError::NotFound)
