@@ -1,0 +1,181 @@
+//! The built binary, driven as an operator and as Google would: configuration
+//! errors, `config`, `migrate`, and a committed request surviving `kill -9`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::seed_calendar;
+use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
+
+const CHANNEL: &str = "0d6c1a52-8a7e-4d8e-b3c1-6b0f4f0e9c21";
+const TOKEN: &str = "k9VbQm2Xc4Lp7Rt1Yw8Zs3Nd6Fh0Gj5Ja2Sx9Ce4Uv7";
+
+/// The binary with a clean environment and an empty working directory.
+fn chronos(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chronos-server"));
+    command.current_dir(dir).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    command
+}
+
+#[test]
+fn bad_configuration_stops_startup_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value, key) in [
+        (
+            "CHRONOS_DATABASE_URL",
+            "mysql://db/chronos",
+            "`database_url`",
+        ),
+        ("CHRONOS_BIND", "not-an-address", "`bind`"),
+        ("CHRONOS_ENCRYPTION_KEY", "dG9vLXNob3J0", "`encryption_key`"),
+        ("CHRONOS_LOG_FORMAT", "xml", "`log_format`"),
+        ("CHRONOS_SYNC_DEBOUNCE_MS", "soon", "`sync_debounce_ms`"),
+    ] {
+        let output = chronos(dir.path()).env(var, value).output().unwrap();
+        assert!(!output.status.success(), "{var} accepted");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(key), "{var}: {stderr}");
+        if var == "CHRONOS_ENCRYPTION_KEY" {
+            assert!(!stderr.contains(value), "secret printed: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn postgres_without_encryption_key_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = chronos(dir.path())
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("encryption_key"), "{stderr}");
+}
+
+#[test]
+fn config_prints_the_effective_configuration_with_secrets_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chronos.toml"), "sync_debounce_ms = 250\n").unwrap();
+    let output = chronos(dir.path())
+        .env("CHRONOS_ADMIN_TOKEN", "super-secret-admin-token")
+        .env("WEBHOOK_BASE_URL", "https://hooks.example.com")
+        .arg("config")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("sync_debounce_ms = 250"), "{stdout}");
+    assert!(
+        stdout.contains("webhook_base_url = https://hooks.example.com/"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("admin_token = ***"), "{stdout}");
+    assert!(!stdout.contains("super-secret-admin-token"));
+}
+
+#[test]
+fn migrate_creates_the_sqlite_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = chronos(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(dir.path().join("chronos.db").exists());
+    let again = chronos(dir.path()).arg("migrate").output().unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("applied 0 migration(s)"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_until_healthy(http: &reqwest::Client, base: &str) {
+    for _ in 0..200 {
+        if let Ok(response) = http.get(format!("{base}/healthz")).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not become healthy");
+}
+
+async fn request_survives_kill_9(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.store().await;
+    let calendar = seed_calendar(&store, "user-1", "primary", CHANNEL, TOKEN).await;
+    let before = calendar.sync_request_count;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = chronos(dir.path())
+        .env("CHRONOS_DATABASE_URL", db.url_string())
+        .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
+        .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
+        .env("CHRONOS_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until_healthy(&http, &base).await;
+
+    let response = http
+        .post(format!("{base}/calendar/webhook"))
+        .header("X-Goog-Channel-ID", CHANNEL)
+        .header("X-Goog-Channel-Token", TOKEN)
+        .header("X-Goog-Resource-State", "exists")
+        .header("X-Goog-Message-Number", "42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // SIGKILL right after the reply: no chance to flush anything.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let after = store.calendar(calendar.id).await.unwrap().unwrap();
+    assert_eq!(
+        after.sync_request_count,
+        before + 1,
+        "the acknowledged request was lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_request_survives_kill_9_on_sqlite() {
+    request_survives_kill_9(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_request_survives_kill_9_on_postgres() {
+    request_survives_kill_9(Backend::Postgres).await;
+}
