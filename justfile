@@ -1,0 +1,29 @@
+# Chronos calendar sync: common tasks. `just --list` shows them.
+# Tests that need PostgreSQL read CHRONOS_TEST_DATABASE_URL.
+
+pg_url := env_var_or_default("CHRONOS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+# Serve on the embedded SQLite default (chronos.db in this folder).
+run *ARGS:
+    cargo run -p chronos-server -- {{ARGS}}
+
+# The whole test suite, PostgreSQL included.
+test:
+    CHRONOS_TEST_DATABASE_URL={{pg_url}} cargo test --workspace
+
+# Formatting and lints, as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Exactly what CI runs.
+ci:
+    bash .ci/run
+
+# Apply pending migrations to the configured database.
+migrate:
+    cargo run -p chronos-server -- migrate
