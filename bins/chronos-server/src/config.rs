@@ -122,7 +122,7 @@ impl RawConfig {
             )));
         }
         Self::from_figment(
-            Figment::from(Serialized::defaults(RawConfig::default()))
+            &Figment::from(Serialized::defaults(RawConfig::default()))
                 .merge(Toml::file(file))
                 .merge(Env::raw().only(&["WEBHOOK_BASE_URL", "DATABASE_URL"]))
                 .merge(Env::prefixed("CHRONOS_").ignore(&[
@@ -134,7 +134,7 @@ impl RawConfig {
     }
 
     /// Extracts from a prepared figment (tests build their own).
-    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
         figment.extract().map_err(|e| {
             // Name the key as the table does (lower case), say where it came from; one line.
             let Some(first) = e.into_iter().next() else {
@@ -309,7 +309,7 @@ mod tests {
         for (k, v) in pairs {
             figment = figment.merge((*k, *v));
         }
-        RawConfig::from_figment(figment)?.validate()
+        RawConfig::from_figment(&figment)?.validate()
     }
 
     #[test]
