@@ -114,10 +114,10 @@ impl Drop for KillOnDrop {
 
 async fn wait_until_healthy(http: &reqwest::Client, base: &str) {
     for _ in 0..200 {
-        if let Ok(response) = http.get(format!("{base}/healthz")).send().await {
-            if response.status().is_success() {
-                return;
-            }
+        if let Ok(response) = http.get(format!("{base}/healthz")).send().await
+            && response.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
