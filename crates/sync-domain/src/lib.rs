@@ -8,6 +8,7 @@
 //! - [`schedule`]: the sync coalescing rule (SPEC section 6);
 //! - [`renewal`]: when channels are renewed, retried and given up on (SPEC section 7);
 //! - [`admin`]: the internal API's port and views (SPEC section 5);
+//! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
 //! - [`ports`]: the traits the other crates implement or consume.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod ports;
 pub mod renewal;
 pub mod schedule;
 pub mod secret;
+pub mod sync;
 pub mod verification;
 
 #[cfg(any(test, feature = "fakes"))]

@@ -4,10 +4,12 @@
 use crate::pool::{query_error, with_conn};
 use crate::schema::calendar_events as ce;
 use crate::store::Store;
-use crate::timestamps::from_db;
+use crate::timestamps::{from_db, to_db};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use std::collections::HashSet;
 use sync_domain::CalendarId;
+use sync_domain::calendar::GoogleEvent;
 use sync_domain::ports::StoreError;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
@@ -79,4 +81,47 @@ impl Store {
             )
             .collect())
     }
+}
+
+/// A row of `calendar_events` as one page writes it.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    pub(crate) calendar_id: String,
+    pub(crate) event_id: String,
+    pub(crate) status: String,
+    pub(crate) summary: Option<String>,
+    pub(crate) updated: Option<PrimitiveDateTime>,
+    pub(crate) etag: Option<String>,
+    pub(crate) raw_json: String,
+    pub(crate) sync_generation: i64,
+    pub(crate) mirrored_at: PrimitiveDateTime,
+}
+
+/// The rows for a page of Google events. An event listed twice keeps its last
+/// version (one upsert statement must not touch a row twice on PostgreSQL).
+pub(crate) fn page_rows(
+    calendar: &str,
+    events: &[GoogleEvent],
+    generation: i64,
+    now: PrimitiveDateTime,
+) -> Vec<NewEvent> {
+    let mut seen = HashSet::new();
+    let mut rows: Vec<NewEvent> = events
+        .iter()
+        .rev()
+        .filter(|event| seen.insert(event.id.as_str()))
+        .map(|event| NewEvent {
+            calendar_id: calendar.to_owned(),
+            event_id: event.id.clone(),
+            status: event.status.clone(),
+            summary: event.summary.clone(),
+            updated: event.updated.map(to_db),
+            etag: event.etag.clone(),
+            raw_json: event.raw.to_string(),
+            sync_generation: generation,
+            mirrored_at: now,
+        })
+        .collect();
+    rows.reverse();
+    rows
 }

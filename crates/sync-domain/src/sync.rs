@@ -1,0 +1,386 @@
+//! The sync engine's rules (SPEC section 6) and its store port.
+//!
+//! Pure and synchronous: the backoff after a failure, which calendars the
+//! safety-net poll requests, the lease timing, and what each Google error means
+//! for a calendar. [`SyncQueue`] is the store side the worker drives; every call
+//! that writes on behalf of a claim checks the claim's owner, so a worker whose
+//! lease expired can never overwrite a newer claim.
+
+use crate::calendar::{GoogleError, GoogleEvent};
+use crate::ids::{CalendarId, GoogleCalendarId, UserId};
+use crate::ports::StoreError;
+use crate::schedule::DueCutoffs;
+use async_trait::async_trait;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// `events.list` page size the worker asks for (Google's maximum).
+pub const PAGE_SIZE: u32 = 2500;
+
+/// How often a calendar is synced without any notification when push is unavailable.
+pub const POLLING_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// Exponential backoff with full jitter, capped, honouring `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffPolicy {
+    /// The first retry waits up to this long.
+    pub base: Duration,
+    /// No retry waits longer than this (unless Google's `Retry-After` says so).
+    pub cap: Duration,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl BackoffPolicy {
+    /// The delay before retry number `failures` (1 for the first failure):
+    /// uniform in `[0, min(cap, base * 2^(failures-1))]` picked by `jitter` in
+    /// `[0, 1]`, and never shorter than `retry_after`.
+    pub fn delay(&self, failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+        let exponent = failures.saturating_sub(1).min(30);
+        let ceiling = self.base.saturating_mul(1u32 << exponent).min(self.cap);
+        let jittered = ceiling.mul_f64(jitter.clamp(0.0, 1.0));
+        retry_after.map_or(jittered, |floor| jittered.max(floor))
+    }
+}
+
+/// The claim lease: how long a claim lives without a heartbeat, and how often
+/// the worker renews it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeasePolicy {
+    /// A claim not renewed for this long is considered abandoned.
+    pub duration: Duration,
+}
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(60),
+        }
+    }
+}
+
+impl LeasePolicy {
+    /// The heartbeat period: a third of the lease, so two beats may be missed.
+    pub fn heartbeat(&self) -> Duration {
+        self.duration / 3
+    }
+
+    /// When a claim taken or renewed at `now` expires.
+    pub fn expires_at(&self, now: OffsetDateTime) -> OffsetDateTime {
+        now + self.duration
+    }
+}
+
+/// The safety net: when a calendar not synced for a while is synced anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollPolicy {
+    /// For calendars with a push channel (`poll_interval_secs`).
+    pub push_interval: Duration,
+    /// For calendars without push (`push_mode = 'polling'`, or no `webhook_base_url`).
+    pub polling_interval: Duration,
+}
+
+impl PollPolicy {
+    /// The policy for a configured `poll_interval`, with or without push
+    /// (`webhook_base_url` set or not). Polled calendars never wait longer than
+    /// [`POLLING_INTERVAL`], nor longer than `poll_interval`.
+    pub fn new(poll_interval: Duration, push_available: bool) -> Self {
+        let polling_interval = poll_interval.min(POLLING_INTERVAL);
+        Self {
+            push_interval: if push_available {
+                poll_interval
+            } else {
+                polling_interval
+            },
+            polling_interval,
+        }
+    }
+
+    /// The cut-offs a store compares a calendar's last sync against at `now`.
+    pub fn cutoffs(&self, now: OffsetDateTime) -> PollCutoffs {
+        PollCutoffs {
+            push_synced_before: now - self.push_interval,
+            polling_synced_before: now - self.polling_interval,
+        }
+    }
+
+    /// Whether a calendar last synced at `last_sync` (or connected at, if never)
+    /// is due for a safety-net sync at `now`.
+    pub fn is_due(&self, push: bool, last_sync: OffsetDateTime, now: OffsetDateTime) -> bool {
+        let interval = if push {
+            self.push_interval
+        } else {
+            self.polling_interval
+        };
+        last_sync + interval <= now
+    }
+}
+
+/// Calendars idle, without a pending request, and last synced (or connected)
+/// before these instants get a safety-net request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollCutoffs {
+    /// For `push_mode = 'push'`.
+    pub push_synced_before: OffsetDateTime,
+    /// For `push_mode = 'polling'`.
+    pub polling_synced_before: OffsetDateTime,
+}
+
+/// What a claim holds: enough to sync the calendar without another read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub calendar_id: CalendarId,
+    pub user_id: UserId,
+    pub google_calendar_id: GoogleCalendarId,
+    /// `None`: no incremental sync possible, do a full sync.
+    pub sync_token: Option<String>,
+    /// The mirror generation rows are stamped with.
+    pub generation: i64,
+    /// Consecutive failed syncs so far (drives the backoff).
+    pub failure_count: i32,
+}
+
+/// Which claim a write is made under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRef<'a> {
+    pub calendar_id: CalendarId,
+    /// The worker instance that holds the lease.
+    pub owner: &'a str,
+}
+
+/// One page of changes to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageWrite<'a> {
+    pub events: &'a [GoogleEvent],
+    /// The generation to stamp the rows with.
+    pub generation: i64,
+    /// Present on the last page: completes the sync in the same transaction.
+    pub completion: Option<SyncCompletion<'a>>,
+    /// Extends the lease to this instant (every page is also a heartbeat).
+    pub lease_until: OffsetDateTime,
+    pub now: OffsetDateTime,
+}
+
+/// How the last page completes a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncCompletion<'a> {
+    /// The `nextSyncToken` to store.
+    pub sync_token: &'a str,
+    /// A full sync: delete mirrored rows stamped with an older generation.
+    pub sweep: bool,
+}
+
+/// What a failed sync does to its calendar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureAction {
+    /// Keep the request pending; retry at `next_attempt_at`.
+    Retry {
+        next_attempt_at: OffsetDateTime,
+        error: String,
+    },
+    /// The calendar no longer exists at Google (404): state `gone`, its channel retired.
+    Gone { error: String },
+    /// The user's credentials were refused or are missing: state `needs_reauth`
+    /// until new credentials arrive (which re-request a sync).
+    NeedsReauth { error: String },
+}
+
+/// How a Google error is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Back off and retry (rate limits, 5xx, and anything unexpected: nothing is dropped).
+    Retry,
+    /// Calendar deleted at Google.
+    Gone,
+    /// Credentials refused (`invalid_grant`) or missing.
+    NeedsReauth,
+}
+
+/// Classifies a Google error for the sync worker.
+pub fn classify(error: &GoogleError) -> FailureKind {
+    match error {
+        GoogleError::NotFound => FailureKind::Gone,
+        GoogleError::InvalidGrant | GoogleError::NoCredentials => FailureKind::NeedsReauth,
+        _ => FailureKind::Retry,
+    }
+}
+
+/// The `Retry-After` Google asked for, if any.
+pub fn retry_after(error: &GoogleError) -> Option<Duration> {
+    match error {
+        GoogleError::RateLimited { retry_after } => *retry_after,
+        _ => None,
+    }
+}
+
+/// What claiming asks of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimRequest<'a> {
+    /// This worker instance.
+    pub owner: &'a str,
+    pub now: OffsetDateTime,
+    /// The coalescing cut-offs at `now`.
+    pub cutoffs: DueCutoffs,
+    /// The lease of the new claims.
+    pub lease_until: OffsetDateTime,
+    /// At most this many calendars.
+    pub limit: i64,
+}
+
+/// The sync worker's view of the store.
+#[async_trait]
+pub trait SyncQueue: Send + Sync + 'static {
+    /// Claims up to `limit` due calendars (or ones whose lease expired) for
+    /// `owner`: takes the lease, marks them `syncing`, and consumes their
+    /// pending request, so requests arriving during the sync make one follow-up.
+    /// No two owners ever hold the same calendar.
+    async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<Claim>, StoreError>;
+
+    /// Extends a claim; `false` if it is no longer held.
+    async fn renew_lease(
+        &self,
+        claim: ClaimRef<'_>,
+        lease_until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Starts a full sync: forgets the sync token and returns the new generation
+    /// (`None` if the claim is no longer held).
+    async fn begin_full_sync(
+        &self,
+        claim: ClaimRef<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Applies one page in one transaction (one upsert for all its events);
+    /// with a completion, also stores the sync token, sweeps if asked, marks
+    /// the calendar synced and releases the claim. `false` if the claim is no
+    /// longer held (nothing is written).
+    async fn apply_page(
+        &self,
+        claim: ClaimRef<'_>,
+        page: PageWrite<'_>,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends a failed sync and releases the claim; `false` if it was not held.
+    async fn fail(
+        &self,
+        claim: ClaimRef<'_>,
+        action: FailureAction,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a claim back unfinished (shutdown): the request stays pending.
+    async fn release(&self, claim: ClaimRef<'_>, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Records a safety-net request for every idle calendar last synced before
+    /// the cut-offs; returns how many.
+    async fn request_polls(
+        &self,
+        cutoffs: PollCutoffs,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = BackoffPolicy {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(10),
+        };
+        assert_eq!(p.delay(1, None, 1.0), Duration::from_secs(1));
+        assert_eq!(p.delay(2, None, 1.0), Duration::from_secs(2));
+        assert_eq!(p.delay(4, None, 1.0), Duration::from_secs(8));
+        assert_eq!(p.delay(5, None, 1.0), Duration::from_secs(10));
+        assert_eq!(p.delay(500, None, 1.0), Duration::from_secs(10));
+        assert_eq!(p.delay(3, None, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor() {
+        let p = BackoffPolicy::default();
+        let wait = Some(Duration::from_secs(120));
+        assert_eq!(p.delay(1, wait, 0.5), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        assert_eq!(classify(&GoogleError::NotFound), FailureKind::Gone);
+        assert_eq!(
+            classify(&GoogleError::InvalidGrant),
+            FailureKind::NeedsReauth
+        );
+        assert_eq!(
+            classify(&GoogleError::NoCredentials),
+            FailureKind::NeedsReauth
+        );
+        assert_eq!(
+            classify(&GoogleError::Transient("x".into())),
+            FailureKind::Retry
+        );
+        assert_eq!(
+            classify(&GoogleError::RateLimited { retry_after: None }),
+            FailureKind::Retry
+        );
+        assert_eq!(classify(&GoogleError::Unauthorized), FailureKind::Retry);
+    }
+
+    #[test]
+    fn polling_is_at_most_fifteen_minutes_and_push_uses_the_interval() {
+        let p = PollPolicy::new(Duration::from_secs(21_600), true);
+        assert_eq!(p.push_interval, Duration::from_secs(21_600));
+        assert_eq!(p.polling_interval, POLLING_INTERVAL);
+        let without_push = PollPolicy::new(Duration::from_secs(21_600), false);
+        assert_eq!(without_push.push_interval, POLLING_INTERVAL);
+        let short = PollPolicy::new(Duration::from_secs(60), false);
+        assert_eq!(short.polling_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn heartbeat_is_well_inside_the_lease() {
+        let l = LeasePolicy::default();
+        assert!(l.heartbeat() * 2 < l.duration);
+    }
+
+    proptest! {
+        #[test]
+        fn backoff_stays_within_bounds(
+            failures in 0u32..100, jitter in 0.0f64..=1.0,
+            base_ms in 1u64..10_000, cap_ms in 1u64..1_000_000,
+            after in proptest::option::of(0u64..100_000),
+        ) {
+            let p = BackoffPolicy {
+                base: Duration::from_millis(base_ms),
+                cap: Duration::from_millis(cap_ms),
+            };
+            let after = after.map(Duration::from_millis);
+            let d = p.delay(failures, after, jitter);
+            prop_assert!(d <= p.cap.max(after.unwrap_or_default()));
+            if let Some(floor) = after { prop_assert!(d >= floor); }
+        }
+
+        #[test]
+        fn poll_cutoffs_agree_with_is_due(
+            last in 0i64..10_000_000, now in 0i64..10_000_000,
+            interval in 1u64..100_000, push: bool, available: bool,
+        ) {
+            let p = PollPolicy::new(Duration::from_secs(interval), available);
+            let at = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
+            let c = p.cutoffs(at(now));
+            let cutoff = if push { c.push_synced_before } else { c.polling_synced_before };
+            prop_assert_eq!(p.is_due(push, at(last), at(now)), at(last) <= cutoff);
+        }
+    }
+}
