@@ -196,3 +196,34 @@ async fn orphaned_channel_records_nothing_on_sqlite() {
 async fn orphaned_channel_records_nothing_on_postgres() {
     orphaned_channel(Backend::Postgres).await;
 }
+
+/// The database vanishing under a running server: 503 with `Retry-After`, never
+/// a 200 that could lose the notification, and `/readyz` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_gets_503_with_retry_after_on_postgres() {
+    let Some((app, _calendar)) = app_with_calendar(Backend::Postgres).await else {
+        return;
+    };
+    app.db.drop_now().await;
+    let response = app
+        .notify(&[
+            ("X-Goog-Channel-ID", CHANNEL),
+            ("X-Goog-Channel-Token", TOKEN),
+            ("X-Goog-Resource-State", "exists"),
+            ("X-Goog-Message-Number", "9"),
+        ])
+        .await;
+    assert!(response.headers().contains_key("retry-after"));
+    let (status, _, json) = body(response).await;
+    assert_eq!(
+        (status, json),
+        (503, serde_json::json!({"detail": "Service unavailable"}))
+    );
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+}

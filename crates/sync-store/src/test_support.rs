@@ -107,6 +107,23 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Drops a PostgreSQL database now, terminating its connections (to test
+    /// behaviour while the database is unreachable). SQLite: no effect.
+    pub async fn drop_now(&self) {
+        let Some((admin_url, name)) = &self.postgres else {
+            return;
+        };
+        let mut admin = AsyncPgConnection::establish(admin_url)
+            .await
+            .expect("connecting to the admin database");
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .expect("dropping the test database");
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some((admin_url, name)) = self.postgres.take() else {
