@@ -98,6 +98,8 @@ pub struct ChannelToStop {
     pub google_calendar_id: GoogleCalendarId,
     /// Failed stop attempts so far.
     pub stop_attempts: i32,
+    /// When the channel expires at Google (at the latest); past it there is nothing to stop.
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 /// What the internal API and the CLI need from the store.
@@ -174,6 +176,11 @@ pub async fn stop_channel(
         .unwrap_or(0)
         .saturating_add(1);
     let retry_at = now + crate::renewal::retry_delay(failures, jitter);
+    if channel.expires_at.is_some_and(|expires| expires <= now) {
+        // Google already dropped it: a stop would only answer 404.
+        admin.channel_stopped(&channel.channel_id).await?;
+        return Ok(StopOutcome::Stopped);
+    }
     let Some(resource_id) = &channel.resource_id else {
         admin
             .channel_stop_failed(

@@ -7,7 +7,9 @@
 //! compiled for both backends (see [`pool`]). Migrations are embedded
 //! ([`migrations`]); credentials are encrypted at rest ([`crypto`]).
 
+pub mod admin;
 pub mod calendars;
+pub mod channels;
 pub mod credentials;
 pub mod crypto;
 pub mod events;
