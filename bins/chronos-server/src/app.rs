@@ -11,7 +11,7 @@ use std::time::Duration;
 use sync_domain::ports::{CalendarApi, Clock, CredentialStore, SystemClock, WebhookStore};
 use sync_store::{PoolOptions, Store};
 use tokio_util::sync::CancellationToken;
-use webhook_http::WebhookState;
+use webhook_http::{InternalState, WebhookState};
 
 /// How long in-flight requests and syncs get to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,10 +112,18 @@ impl Application {
 
         let webhook_store: Arc<dyn WebhookStore> = Arc::new(store.clone());
         let state = web::Data::new(WebhookState::new(webhook_store, Arc::clone(&clock)));
+        let internal = web::Data::new(InternalState::new(
+            Arc::new(store.clone()),
+            Arc::clone(&calendar),
+            Arc::clone(&clock),
+            config.admin_token.as_ref().map(|t| t.expose().to_owned()),
+        ));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(internal.clone())
                 .configure(webhook_http::configure)
+                .configure(webhook_http::configure_internal)
                 .default_service(web::to(webhook_http::error::not_found))
         })
         .shutdown_timeout(DRAIN_TIMEOUT.as_secs())

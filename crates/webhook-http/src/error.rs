@@ -30,6 +30,15 @@ pub enum ApiError {
     /// No route at this path: 404.
     #[error("Not found")]
     NotFound,
+    /// Internal API: bearer token missing, malformed or wrong: 401 with `WWW-Authenticate: Bearer`.
+    #[error("Invalid or missing bearer token")]
+    Unauthorized,
+    /// Internal API: no connected calendar with this id: 404.
+    #[error("Calendar not found")]
+    CalendarNotFound,
+    /// Internal API: an invalid input, with what is wrong: 400.
+    #[error("{0}")]
+    Invalid(String),
     /// The route exists but not for this method: 405 with `Allow`.
     #[error("Method not allowed")]
     MethodNotAllowed {
@@ -57,8 +66,11 @@ impl ApiError {
     }
 
     /// The `detail` the caller sees: fixed texts, never internals.
-    fn detail(&self) -> &'static str {
-        match self {
+    fn detail(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed(match self {
+            Self::Invalid(detail) => return std::borrow::Cow::Borrowed(detail.as_str()),
+            Self::Unauthorized => "Invalid or missing bearer token",
+            Self::CalendarNotFound => "Calendar not found",
             Self::MissingChannelId => "Missing channel ID",
             Self::InvalidToken => "Invalid token",
             Self::PayloadTooLarge => "Payload too large",
@@ -66,7 +78,7 @@ impl ApiError {
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::StoreUnavailable { .. } => "Service unavailable",
-        }
+        })
     }
 }
 
@@ -80,17 +92,19 @@ impl From<NotificationError> for ApiError {
 
 /// The JSON body of every error response.
 #[derive(Debug, Serialize)]
-struct ErrorBody {
-    detail: &'static str,
+struct ErrorBody<'a> {
+    detail: std::borrow::Cow<'a, str>,
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::MissingChannelId | Self::UnreadableBody(_) => StatusCode::BAD_REQUEST,
-            Self::InvalidToken => StatusCode::UNAUTHORIZED,
+            Self::MissingChannelId | Self::UnreadableBody(_) | Self::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::InvalidToken | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::CalendarNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -108,6 +122,9 @@ impl ResponseError for ApiError {
             }
             Self::MethodNotAllowed { allow } => {
                 response.insert_header((header::ALLOW, *allow));
+            }
+            Self::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
             _ => {}
         }

@@ -4,15 +4,18 @@
 //! reaches the database and the clock only through `sync-domain`'s ports:
 //! - [`webhook`]: `POST /calendar/webhook`, Google's push notifications (SPEC section 2);
 //! - [`health`]: `GET /healthz` and `GET /readyz`;
+//! - [`internal`]: the internal API under `/internal` (SPEC section 5), mounted by [`configure_internal`];
 //! - [`error`]: the one error type of the boundary and its JSON responses;
 //! - [`state`]: what the binary registers with `web::Data` before calling [`configure`].
 
 pub mod error;
 pub mod health;
+pub mod internal;
 pub mod state;
 pub mod webhook;
 
 pub use error::ApiError;
+pub use internal::{InternalState, configure_internal};
 pub use state::WebhookState;
 
 use actix_web::web;

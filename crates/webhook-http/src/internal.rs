@@ -1,0 +1,348 @@
+//! The internal API (SPEC section 5): `/internal/*`, for other Chronos services
+//! and operators, behind `Authorization: Bearer <admin_token>`.
+//!
+//! - No admin token configured: every `/internal` path answers 404, as if the
+//!   API did not exist.
+//! - Token missing, malformed or wrong (compared in constant time): 401 with
+//!   `WWW-Authenticate: Bearer`. Authentication comes before anything else,
+//!   method and path checks included, so an unauthenticated caller learns nothing.
+//! - A calendar id that is not a UUID names no calendar: 404, like an unknown one.
+//! - Invalid bodies and query parameters: 400 with a `detail` saying what is wrong.
+
+use crate::error::ApiError;
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use sync_domain::admin::{CalendarAdmin, EventCursor, stop_channel};
+use sync_domain::calendar::CalendarApi;
+use sync_domain::ports::{Clock, StoreError};
+use sync_domain::{CalendarId, GoogleCalendarId, RefreshToken, UserId};
+
+/// Where the internal API is mounted.
+pub const PREFIX: &str = "/internal";
+/// Events per page when `limit` is not given.
+pub const DEFAULT_EVENTS_LIMIT: u32 = 100;
+/// Largest `limit` accepted.
+pub const MAX_EVENTS_LIMIT: u32 = 1000;
+
+/// What the internal API uses: the admin port, Google (to stop channels on
+/// disconnect), the clock, and the admin token (`None`: the API is off).
+#[derive(Clone)]
+pub struct InternalState {
+    admin: Arc<dyn CalendarAdmin>,
+    calendar: Arc<dyn CalendarApi>,
+    clock: Arc<dyn Clock>,
+    admin_token: Option<String>,
+}
+
+impl InternalState {
+    /// State for the internal API; `admin_token` `None` turns it off (404 everywhere).
+    pub fn new(
+        admin: Arc<dyn CalendarAdmin>,
+        calendar: Arc<dyn CalendarApi>,
+        clock: Arc<dyn Clock>,
+        admin_token: Option<String>,
+    ) -> Self {
+        Self {
+            admin,
+            calendar,
+            clock,
+            admin_token,
+        }
+    }
+}
+
+impl std::fmt::Debug for InternalState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalState")
+            .field("enabled", &self.admin_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Proof that the request carried the admin token; every handler takes one.
+#[derive(Debug)]
+pub struct Admin(web::Data<InternalState>);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
+    let state = req
+        .app_data::<web::Data<InternalState>>()
+        .cloned()
+        .ok_or(ApiError::NotFound)?;
+    let Some(expected) = state.admin_token.as_deref() else {
+        return Err(ApiError::NotFound);
+    };
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::Unauthorized);
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(ApiError::Unauthorized)?;
+    if constant_time_eq::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        Ok(Admin(state))
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Mounts `/internal/*`; the app must hold a `web::Data<InternalState>`.
+pub fn configure_internal(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope(PREFIX)
+            .service(
+                web::resource("/users/{user_id}/google-credentials")
+                    .route(web::put().to(put_credentials))
+                    .default_service(web::to(not_allowed("PUT"))),
+            )
+            .service(
+                web::resource("/calendars")
+                    .route(web::post().to(connect))
+                    .route(web::get().to(list))
+                    .default_service(web::to(not_allowed("GET, POST"))),
+            )
+            .service(
+                web::resource("/calendars/{id}")
+                    .route(web::get().to(show))
+                    .route(web::delete().to(disconnect))
+                    .default_service(web::to(not_allowed("GET, DELETE"))),
+            )
+            .service(
+                web::resource("/calendars/{id}/events")
+                    .route(web::get().to(events))
+                    .default_service(web::to(not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/calendars/{id}/sync")
+                    .route(web::post().to(sync))
+                    .default_service(web::to(not_allowed("POST"))),
+            )
+            .default_service(web::to(unknown_path)),
+    );
+}
+
+/// 405 for an authenticated caller; 401/404 otherwise, like every other route.
+fn not_allowed(
+    allow: &'static str,
+) -> impl Fn(Admin) -> Ready<Result<HttpResponse, ApiError>> + Clone + 'static {
+    move |_admin| ready(Err(ApiError::MethodNotAllowed { allow }))
+}
+
+async fn unknown_path(_admin: Admin) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+fn store_error(context: &str, error: StoreError) -> ApiError {
+    ApiError::store_unavailable(context, error)
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))
+}
+
+fn calendar_id(raw: &str) -> Result<CalendarId, ApiError> {
+    CalendarId::parse(raw).map_err(|_| ApiError::CalendarNotFound)
+}
+
+fn user_id(raw: String) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct CredentialsBody {
+    refresh_token: String,
+}
+
+/// `PUT /internal/users/{user_id}/google-credentials`: 204.
+async fn put_credentials(
+    admin: Admin,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let user = user_id(path.into_inner())?;
+    let body: CredentialsBody = parse_body(&body)?;
+    if body.refresh_token.trim().is_empty() {
+        return Err(ApiError::Invalid("refresh_token must not be empty".into()));
+    }
+    admin
+        .0
+        .admin
+        .put_credentials(&user, &RefreshToken::new(body.refresh_token))
+        .await
+        .map_err(|e| store_error("storing credentials", e))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct ConnectBody {
+    user_id: String,
+    google_calendar_id: String,
+}
+
+/// `POST /internal/calendars`: 201 (new) or 200 (already connected).
+async fn connect(admin: Admin, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let body: ConnectBody = parse_body(&body)?;
+    let user = user_id(body.user_id)?;
+    let google = GoogleCalendarId::parse(body.google_calendar_id)
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let (calendar, created) = admin
+        .0
+        .admin
+        .connect(&user, &google)
+        .await
+        .map_err(|e| store_error("connecting a calendar", e))?;
+    Ok(if created {
+        HttpResponse::Created()
+            .insert_header((
+                header::LOCATION,
+                format!("{PREFIX}/calendars/{}", calendar.id),
+            ))
+            .json(calendar)
+    } else {
+        HttpResponse::Ok().json(calendar)
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    user_id: Option<String>,
+}
+
+/// `GET /internal/calendars?user_id=`: one user's calendars (all without `user_id`).
+async fn list(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Invalid(format!("invalid query: {e}")))?
+        .into_inner();
+    let user = query.user_id.map(user_id).transpose()?;
+    let calendars = admin
+        .0
+        .admin
+        .calendars(user.as_ref())
+        .await
+        .map_err(|e| store_error("listing calendars", e))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "calendars": calendars })))
+}
+
+/// `GET /internal/calendars/{id}`.
+async fn show(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = calendar_id(&path)?;
+    let calendar = admin
+        .0
+        .admin
+        .calendar(id)
+        .await
+        .map_err(|e| store_error("reading a calendar", e))?
+        .ok_or(ApiError::CalendarNotFound)?;
+    Ok(HttpResponse::Ok().json(calendar))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /internal/calendars/{id}/events?limit=&cursor=`: keyset pages by event id.
+async fn events(
+    admin: Admin,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let id = calendar_id(&path)?;
+    let query = web::Query::<EventsQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Invalid(format!("invalid query: {e}")))?
+        .into_inner();
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_EVENTS_LIMIT,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_EVENTS_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "limit must be an integer from 1 to {MAX_EVENTS_LIMIT}"
+                ))
+            })?,
+    };
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(EventCursor::parse)
+        .transpose()
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    // One extra row tells whether another page follows.
+    let mut page = admin
+        .0
+        .admin
+        .events(id, limit + 1, cursor.as_ref())
+        .await
+        .map_err(|e| store_error("reading events", e))?
+        .ok_or(ApiError::CalendarNotFound)?;
+    let more = page.len() > limit as usize;
+    page.truncate(limit as usize);
+    let next_cursor = page
+        .last()
+        .filter(|_| more)
+        .map(|last| EventCursor::after(&last.id).encode());
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": page, "next_cursor": next_cursor })))
+}
+
+/// `POST /internal/calendars/{id}/sync`: 202.
+async fn sync(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = calendar_id(&path)?;
+    let found = admin
+        .0
+        .admin
+        .request_sync(id)
+        .await
+        .map_err(|e| store_error("requesting a sync", e))?;
+    if !found {
+        return Err(ApiError::CalendarNotFound);
+    }
+    Ok(HttpResponse::Accepted().json(serde_json::json!({})))
+}
+
+/// `DELETE /internal/calendars/{id}`: 204 once the state and events are gone.
+/// Its channels are stopped at Google right away when possible; one that
+/// cannot be stopped now stays `retiring` for the channel worker.
+async fn disconnect(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = calendar_id(&path)?;
+    let state = &admin.0;
+    let channels = state
+        .admin
+        .disconnect(id)
+        .await
+        .map_err(|e| store_error("disconnecting a calendar", e))?
+        .ok_or(ApiError::CalendarNotFound)?;
+    for channel in &channels {
+        let outcome = stop_channel(
+            state.admin.as_ref(),
+            state.calendar.as_ref(),
+            channel,
+            state.clock.now(),
+            0.5,
+        )
+        .await;
+        if let Err(error) = outcome {
+            // The channel is retiring in the database: the worker stops it later.
+            tracing::warn!(calendar = %id, channel = %channel.channel_id, %error, "stopping a channel on disconnect failed; left for the channel worker");
+        }
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
