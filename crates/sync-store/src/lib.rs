@@ -12,6 +12,7 @@ pub mod calendars;
 pub mod channels;
 pub mod credentials;
 pub mod crypto;
+mod group_commit;
 pub mod events;
 pub mod migrations;
 pub mod pool;

@@ -1,6 +1,7 @@
 //! The store: a pool and the credentials cipher.
 
 use crate::crypto::{CredentialCipher, resolve_key};
+use crate::group_commit::GroupCommit;
 use crate::pool::{DatabaseUrl, DbPool, PoolOptions, with_conn};
 use async_trait::async_trait;
 use diesel_async::RunQueryDsl;
@@ -13,6 +14,8 @@ pub struct Store {
     pub(crate) pool: DbPool,
     pub(crate) cipher: CredentialCipher,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Started on first use, on the runtime of the first caller.
+    writer: Arc<std::sync::OnceLock<GroupCommit>>,
     url: DatabaseUrl,
 }
 
@@ -39,6 +42,7 @@ impl Store {
             pool,
             cipher: CredentialCipher::new(&key),
             clock: Arc::new(SystemClock),
+            writer: Arc::default(),
             url,
         })
     }
@@ -47,6 +51,12 @@ impl Store {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The group-commit writer for sync requests.
+    pub(crate) fn group_commit(&self) -> &GroupCommit {
+        self.writer
+            .get_or_init(|| GroupCommit::start(self.pool.clone()))
     }
 
     /// The pool, for code in other crates that adds its own queries.
@@ -62,6 +72,8 @@ impl Store {
     ) -> anyhow::Result<Self> {
         let store = Self::new(url, encryption_key, options)?;
         crate::migrations::run_pending(&store.url).await?;
+        // Start the group-commit writers on this (the main) runtime.
+        store.group_commit();
         Ok(store)
     }
 

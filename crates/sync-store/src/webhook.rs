@@ -1,12 +1,12 @@
 //! The webhook's two hot-path queries: one round trip each.
 
-use crate::pool::{query_error, with_conn};
+use crate::pool::{DbPool, query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, google_credentials as gc, watch_channels as wc};
 use crate::store::Store;
 use crate::timestamps::to_db;
 use diesel::dsl::case_when;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber};
 
@@ -63,58 +63,97 @@ impl Store {
         )
     }
 
-    /// Records a sync request in one statement: marks the calendar pending (keeping
-    /// the first request's time for the coalescing bound) and, on the current
-    /// channel, advances the message number, refusing one not above the last.
+    /// Records a sync request durably: through the group-commit writer, which
+    /// commits many concurrent requests in one transaction (one fsync) and
+    /// answers each only after that commit. Falls back to a direct write when
+    /// no writer runs (e.g. the runtime that spawned it has ended).
     pub(crate) async fn record_request(
         &self,
         request: &SyncRequest,
     ) -> Result<RecordOutcome, StoreError> {
+        match self.group_commit().submit(request.clone()).await {
+            Some(outcome) => outcome,
+            None => write_batch(&self.pool, std::slice::from_ref(request))
+                .await
+                .map(|mut outcomes| outcomes.pop().unwrap_or(RecordOutcome::CalendarGone)),
+        }
+    }
+}
+
+/// Runs the one `UPDATE` that records `$request` on `$conn`: marks the calendar
+/// pending (keeping the first request's time for the coalescing bound) and, on
+/// the current channel, advances the message number, refusing one not above the last.
+macro_rules! record_statement {
+    ($conn:expr, $request:expr) => {{
+        let request: &SyncRequest = $request;
         let now = to_db(request.requested_at);
         let calendar_id = request.calendar_id.to_string();
         let channel = request.channel_id.as_str();
-        let number = request.message_number.map(MessageNumber::get);
-        let updated = with_conn!(&self.pool, |conn| {
-            let target = cs::table
-                .filter(cs::id.eq(&calendar_id))
-                .filter(cs::sync_state.ne(GONE));
-            let changes = (
-                cs::sync_requested_at.eq(case_when(cs::sync_requested_at.is_null(), Some(now))
-                    .otherwise(cs::sync_requested_at)),
-                cs::sync_last_requested_at.eq(Some(now)),
-                cs::sync_request_count.eq(cs::sync_request_count + 1),
-                cs::updated_at.eq(now),
-            );
-            match number {
-                None => diesel::update(target).set(changes).execute(conn).await,
-                Some(n) => {
-                    diesel::update(
-                        target.filter(
-                            cs::webhook_channel_id
-                                .is_null()
-                                .or(cs::webhook_channel_id.ne(channel))
-                                .or(cs::webhook_last_message_number.is_null())
-                                .or(cs::webhook_last_message_number.lt(n)),
-                        ),
+        let target = cs::table
+            .filter(cs::id.eq(calendar_id))
+            .filter(cs::sync_state.ne(GONE));
+        let changes = (
+            cs::sync_requested_at.eq(case_when(cs::sync_requested_at.is_null(), Some(now))
+                .otherwise(cs::sync_requested_at)),
+            cs::sync_last_requested_at.eq(Some(now)),
+            cs::sync_request_count.eq(cs::sync_request_count + 1),
+            cs::updated_at.eq(now),
+        );
+        match request.message_number.map(MessageNumber::get) {
+            None => diesel::update(target).set(changes).execute($conn).await,
+            Some(n) => {
+                diesel::update(
+                    target.filter(
+                        cs::webhook_channel_id
+                            .is_null()
+                            .or(cs::webhook_channel_id.ne(channel))
+                            .or(cs::webhook_last_message_number.is_null())
+                            .or(cs::webhook_last_message_number.lt(n)),
+                    ),
+                )
+                .set((
+                    changes,
+                    cs::webhook_last_message_number.eq(case_when(
+                        cs::webhook_channel_id.eq(channel),
+                        Some(n),
                     )
-                    .set((
-                        changes,
-                        cs::webhook_last_message_number.eq(case_when(
-                            cs::webhook_channel_id.eq(channel),
-                            Some(n),
-                        )
-                        .otherwise(cs::webhook_last_message_number)),
-                    ))
-                    .execute(conn)
-                    .await
-                }
+                    .otherwise(cs::webhook_last_message_number)),
+                ))
+                .execute($conn)
+                .await
             }
-            .map_err(query_error)?
-        });
-        Ok(match (updated, number) {
-            (0, Some(_)) => RecordOutcome::Duplicate,
-            (0, None) => RecordOutcome::CalendarGone,
-            _ => RecordOutcome::Recorded,
-        })
+        }
+        .map(|updated| outcome(request, updated))
+    }};
+}
+
+fn outcome(request: &SyncRequest, updated: usize) -> RecordOutcome {
+    match (updated, request.message_number) {
+        (0, Some(_)) => RecordOutcome::Duplicate,
+        (0, None) => RecordOutcome::CalendarGone,
+        _ => RecordOutcome::Recorded,
     }
+}
+
+/// Records a batch of requests: a lone request in one autocommit statement,
+/// several in one transaction, in order (so a repeated message number within
+/// the batch is still refused).
+pub(crate) async fn write_batch(
+    pool: &DbPool,
+    batch: &[SyncRequest],
+) -> Result<Vec<RecordOutcome>, StoreError> {
+    with_conn!(pool, |conn| {
+        if let [request] = batch {
+            return Ok(vec![record_statement!(conn, request).map_err(query_error)?]);
+        }
+        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for request in batch {
+                outcomes.push(record_statement!(&mut *conn, request)?);
+            }
+            Ok(outcomes)
+        })
+        .await
+        .map_err(query_error)
+    })
 }

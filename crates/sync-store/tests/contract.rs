@@ -325,3 +325,41 @@ async fn unreachable_postgres_is_unavailable_not_a_panic() {
         "{err:?}"
     );
 }
+
+test_on_both_backends!(
+    concurrent_requests_are_all_committed_once,
+    async |store: Store| {
+        let calendar = calendar_with_channel(&store, "u1", "chan-1", "tok").await;
+        let before = store
+            .calendar(calendar.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .sync_request_count;
+        // 100 distinct message numbers, each sent twice, all at once: the group
+        // commit must record each number exactly once, whatever the batching.
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 1..=100 {
+            for _ in 0..2 {
+                let store = store.clone();
+                let request = request(calendar.id, "chan-1", Some(n));
+                tasks.spawn(async move { store.record_sync_request(&request).await.unwrap() });
+            }
+        }
+        let mut recorded = 0;
+        while let Some(outcome) = tasks.join_next().await {
+            if outcome.unwrap() == RecordOutcome::Recorded {
+                recorded += 1;
+            }
+        }
+        let after = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(after.sync_request_count - before, recorded);
+        assert!(recorded >= 1 && recorded <= 100, "recorded {recorded}");
+        let record = store
+            .find_channel(&ChannelId::parse("chan-1").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.last_message_number, Some(MessageNumber::new(100)));
+    }
+);
