@@ -1,0 +1,468 @@
+//! The sync queue's contract (claims, leases, pages, failures, polls), on
+//! SQLite always and on PostgreSQL when `CHRONOS_TEST_DATABASE_URL` is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use std::time::Duration;
+use sync_domain::calendar::GoogleEvent;
+use sync_domain::ports::CredentialStore;
+use sync_domain::schedule::CoalescingPolicy;
+use sync_domain::sync::{
+    Claim, ClaimRef, ClaimRequest, FailureAction, PageWrite, PollPolicy, SyncCompletion, SyncQueue,
+};
+use sync_domain::{GoogleCalendarId, RefreshToken, UserId};
+use sync_store::Store;
+use sync_store::calendars::Calendar;
+use sync_store::test_on_both_backends;
+use time::OffsetDateTime;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn connected(store: &Store, user: &str, calendar: &str) -> Calendar {
+    let user = UserId::parse(user).unwrap();
+    store
+        .put_refresh_token(&user, &RefreshToken::new("r"))
+        .await
+        .unwrap();
+    store
+        .connect_calendar(&user, &GoogleCalendarId::parse(calendar).unwrap())
+        .await
+        .unwrap()
+        .0
+}
+
+fn policy(debounce_ms: u64) -> CoalescingPolicy {
+    CoalescingPolicy {
+        debounce: Duration::from_millis(debounce_ms),
+        max_delay: Duration::from_millis(debounce_ms * 10),
+    }
+}
+
+async fn claim_at(store: &Store, owner: &str, now: OffsetDateTime, debounce_ms: u64) -> Vec<Claim> {
+    store
+        .claim_due(ClaimRequest {
+            owner,
+            now,
+            cutoffs: policy(debounce_ms).cutoffs(now),
+            lease_until: now + LEASE,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+}
+
+fn later(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::now_utc() + time::Duration::milliseconds(ms)
+}
+
+fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
+    GoogleEvent {
+        id: id.to_owned(),
+        status: status.to_owned(),
+        updated: Some(OffsetDateTime::UNIX_EPOCH),
+        etag: Some(format!("\"{summary}\"")),
+        summary: Some(summary.to_owned()),
+        raw: json!({"id": id, "status": status, "summary": summary}),
+    }
+}
+
+fn me(claim: &Claim, owner: &'static str) -> ClaimRef<'static> {
+    ClaimRef {
+        calendar_id: claim.calendar_id,
+        owner,
+    }
+}
+
+async fn complete(
+    store: &Store,
+    claim: &Claim,
+    owner: &'static str,
+    events: &[GoogleEvent],
+    token: &str,
+    generation: i64,
+    sweep: bool,
+) -> bool {
+    let now = OffsetDateTime::now_utc();
+    store
+        .apply_page(
+            me(claim, owner),
+            PageWrite {
+                events,
+                generation,
+                completion: Some(SyncCompletion {
+                    sync_token: token,
+                    sweep,
+                }),
+                lease_until: now + LEASE,
+                now,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+async fn mirror(store: &Store, claim: &Claim) -> Vec<(String, Option<String>)> {
+    store
+        .events_page(claim.calendar_id, 1000, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event_id, e.summary))
+        .collect()
+}
+
+test_on_both_backends!(
+    a_request_waits_for_its_debounce_then_is_claimed_once,
+    async |store: Store| {
+        let calendar = connected(&store, "u1", "primary").await;
+        assert!(
+            claim_at(&store, "a", later(-60_000), 1000).await.is_empty(),
+            "not due before the request"
+        );
+        let claims = claim_at(&store, "a", later(5_000), 1000).await;
+        assert_eq!(claims.len(), 1);
+        assert_eq!(claims[0].calendar_id, calendar.id);
+        assert_eq!(claims[0].sync_token, None);
+        assert!(
+            claim_at(&store, "b", later(5_000), 1000).await.is_empty(),
+            "held by a"
+        );
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(row.sync_state, "syncing");
+        assert_eq!(
+            row.sync_requested_at, None,
+            "the claim consumed the request"
+        );
+    }
+);
+
+test_on_both_backends!(
+    requests_during_a_sync_make_exactly_one_follow_up,
+    async |store: Store| {
+        let calendar = connected(&store, "u1", "primary").await;
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        for _ in 0..20 {
+            assert!(store.request_sync(calendar.id).await.unwrap());
+        }
+        assert!(complete(&store, &claim, "a", &[], "t1", claim.generation, false).await);
+        let follow_up = claim_at(&store, "a", later(5_000), 0).await;
+        assert_eq!(follow_up.len(), 1, "one follow-up");
+        assert_eq!(follow_up[0].sync_token.as_deref(), Some("t1"));
+        assert!(
+            complete(
+                &store,
+                &follow_up[0],
+                "a",
+                &[],
+                "t2",
+                claim.generation,
+                false
+            )
+            .await
+        );
+        assert!(
+            claim_at(&store, "a", later(5_000), 0).await.is_empty(),
+            "and only one"
+        );
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(row.sync_state, "idle");
+        assert!(row.last_sync_at.is_some());
+        assert!(row.full_sync_complete);
+    }
+);
+
+test_on_both_backends!(
+    an_expired_lease_is_claimed_again_and_the_old_owner_writes_nothing,
+    async |store: Store| {
+        connected(&store, "u1", "primary").await;
+        let dead = claim_at(&store, "dead", later(5_000), 0).await.remove(0);
+        assert!(
+            claim_at(&store, "b", later(30_000), 0).await.is_empty(),
+            "lease still valid"
+        );
+        let taken = claim_at(
+            &store,
+            "b",
+            later(5_000) + LEASE + Duration::from_secs(1),
+            0,
+        )
+        .await;
+        assert_eq!(
+            taken.len(),
+            1,
+            "an abandoned claim is claimed again without a request"
+        );
+        let ghost = [event("e1", "confirmed", "from a dead worker")];
+        assert!(
+            !complete(
+                &store,
+                &dead,
+                "dead",
+                &ghost,
+                "stale",
+                dead.generation,
+                false
+            )
+            .await
+        );
+        assert!(mirror(&store, &dead).await.is_empty());
+        assert!(
+            !store
+                .renew_lease(me(&dead, "dead"), later(100_000), later(0))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .renew_lease(me(&taken[0], "b"), later(100_000), later(0))
+                .await
+                .unwrap()
+        );
+    }
+);
+
+test_on_both_backends!(
+    pages_upsert_idempotently_and_a_full_sync_sweeps_what_google_dropped,
+    async |store: Store| {
+        connected(&store, "u1", "primary").await;
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        let generation = store
+            .begin_full_sync(me(&claim, "a"), later(0))
+            .await
+            .unwrap()
+            .unwrap();
+        let now = later(0);
+        let first = [event("a", "confirmed", "A"), event("b", "confirmed", "B")];
+        for _ in 0..2 {
+            let page = PageWrite {
+                events: &first,
+                generation,
+                completion: None,
+                lease_until: now + LEASE,
+                now,
+            };
+            assert!(store.apply_page(me(&claim, "a"), page).await.unwrap());
+        }
+        let row = store.calendar(claim.calendar_id).await.unwrap().unwrap();
+        assert!(!row.full_sync_complete, "no token before the last page");
+        let last = [event("c", "confirmed", "C"), event("d", "cancelled", "D")];
+        assert!(complete(&store, &claim, "a", &last, "t1", generation, true).await);
+        assert_eq!(
+            mirror(&store, &claim).await.len(),
+            3,
+            "cancelled events are kept but not listed"
+        );
+        let page = store
+            .events_page(claim.calendar_id, 2, Some("a"))
+            .await
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+
+        // Incremental: an update and a cancellation.
+        store.request_sync(claim.calendar_id).await.unwrap();
+        let inc = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        assert_eq!(inc.sync_token.as_deref(), Some("t1"));
+        let changes = [event("a", "confirmed", "A2"), event("b", "cancelled", "B")];
+        assert!(complete(&store, &inc, "a", &changes, "t2", inc.generation, false).await);
+        assert_eq!(
+            mirror(&store, &inc).await,
+            [
+                ("a".into(), Some("A2".into())),
+                ("c".into(), Some("C".into()))
+            ]
+        );
+
+        // 410: a full resync that no longer lists `c` removes it.
+        store.request_sync(claim.calendar_id).await.unwrap();
+        let full = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        let next = store
+            .begin_full_sync(me(&full, "a"), later(0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(next > generation);
+        assert!(
+            complete(
+                &store,
+                &full,
+                "a",
+                &[event("a", "confirmed", "A2")],
+                "t3",
+                next,
+                true
+            )
+            .await
+        );
+        assert_eq!(
+            mirror(&store, &full).await,
+            [("a".into(), Some("A2".into()))]
+        );
+    }
+);
+
+test_on_both_backends!(
+    a_retryable_failure_keeps_the_request_and_backs_off,
+    async |store: Store| {
+        let calendar = connected(&store, "u1", "primary").await;
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        let retry_at = later(60_000);
+        let action = FailureAction::Retry {
+            next_attempt_at: retry_at,
+            error: "rate limited by Google".into(),
+        };
+        assert!(store.fail(me(&claim, "a"), action, later(0)).await.unwrap());
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(row.sync_state, "failing");
+        assert_eq!(row.failure_count, 1);
+        assert_eq!(row.last_error.as_deref(), Some("rate limited by Google"));
+        assert!(row.sync_requested_at.is_some(), "nothing is dropped");
+        assert!(
+            claim_at(&store, "a", later(30_000), 0).await.is_empty(),
+            "backing off"
+        );
+        let again = claim_at(&store, "a", later(61_000), 0).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].failure_count, 1);
+        assert!(complete(&store, &again[0], "a", &[], "t", again[0].generation, true).await);
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(
+            (row.sync_state.as_str(), row.failure_count, row.last_error),
+            ("idle", 0, None)
+        );
+    }
+);
+
+test_on_both_backends!(
+    needs_reauth_survives_the_sync_and_new_credentials_resume_it,
+    async |store: Store| {
+        let calendar = connected(&store, "u1", "primary").await;
+        let user = UserId::parse("u1").unwrap();
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        // The Google client marks the user while the sync is running.
+        store.mark_needs_reauth(&user).await.unwrap();
+        let action = FailureAction::NeedsReauth {
+            error: "invalid_grant".into(),
+        };
+        assert!(store.fail(me(&claim, "a"), action, later(0)).await.unwrap());
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(row.sync_state, "needs_reauth");
+        assert!(
+            claim_at(&store, "a", later(100_000), 0).await.is_empty(),
+            "parked"
+        );
+        store
+            .put_refresh_token(&user, &RefreshToken::new("new"))
+            .await
+            .unwrap();
+        assert_eq!(
+            claim_at(&store, "a", later(100_000), 0).await.len(),
+            1,
+            "resumed"
+        );
+    }
+);
+
+test_on_both_backends!(a_calendar_gone_at_google_is_parked, async |store: Store| {
+    let calendar = connected(&store, "u1", "primary").await;
+    let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+    assert!(
+        store
+            .fail(
+                me(&claim, "a"),
+                FailureAction::Gone {
+                    error: "not found".into()
+                },
+                later(0)
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .calendar(calendar.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .sync_state,
+        "gone"
+    );
+    store.request_sync(calendar.id).await.unwrap();
+    assert!(claim_at(&store, "a", later(100_000), 0).await.is_empty());
+});
+
+test_on_both_backends!(
+    release_gives_the_claim_back_with_its_request,
+    async |store: Store| {
+        connected(&store, "u1", "primary").await;
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        assert!(store.release(me(&claim, "a"), later(0)).await.unwrap());
+        assert_eq!(claim_at(&store, "b", later(5_000), 0).await.len(), 1);
+    }
+);
+
+test_on_both_backends!(
+    stale_calendars_get_a_safety_net_request,
+    async |store: Store| {
+        let calendar = connected(&store, "u1", "primary").await;
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        assert!(complete(&store, &claim, "a", &[], "t", claim.generation, true).await);
+        let poll = PollPolicy::new(Duration::from_secs(3600), true);
+        assert_eq!(
+            store
+                .request_polls(poll.cutoffs(later(0)), later(0))
+                .await
+                .unwrap(),
+            0
+        );
+        let hours_later = later(2 * 3600 * 1000);
+        assert_eq!(
+            store
+                .request_polls(poll.cutoffs(hours_later), hours_later)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .request_polls(poll.cutoffs(hours_later), hours_later)
+                .await
+                .unwrap(),
+            0,
+            "already pending"
+        );
+        assert_eq!(
+            claim_at(&store, "a", hours_later + Duration::from_secs(1), 0).await[0].calendar_id,
+            calendar.id
+        );
+    }
+);
+
+test_on_both_backends!(
+    concurrent_claimers_never_share_a_calendar,
+    async |store: Store| {
+        for i in 0..20 {
+            connected(&store, &format!("user{i}"), "primary").await;
+        }
+        let now = later(5_000);
+        let claimers = ["a", "b", "c", "d"].map(|owner| {
+            let store = store.clone();
+            tokio::spawn(async move { claim_at(&store, owner, now, 0).await })
+        });
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0;
+        for claimer in claimers {
+            for claim in claimer.await.unwrap() {
+                total += 1;
+                assert!(seen.insert(claim.calendar_id), "claimed twice");
+            }
+        }
+        assert_eq!(
+            total, 20,
+            "limit 10 each, 4 claimers: every calendar claimed exactly once"
+        );
+    }
+);
