@@ -22,6 +22,11 @@ pub enum Command {
     Migrate,
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Operate on connected calendars (the internal API's verbs, on the database directly).
+    Calendars {
+        #[command(subcommand)]
+        command: crate::operator::CalendarsCommand,
+    },
 }
 
 /// Runs a command; errors are printed as one line and give exit code 1.
@@ -64,6 +69,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(())
             }
             Command::Config => Ok(()),
+            Command::Calendars { command } => {
+                println!("{}", crate::operator::run(&config, command).await?);
+                Ok(())
+            }
         }
     });
     match result {

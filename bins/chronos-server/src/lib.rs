@@ -4,10 +4,11 @@
 //! ([`config`]), sets up logging ([`telemetry`]), wires the store, the Google
 //! client and the HTTP layer together through the domain's traits ([`app`]),
 //! runs the background workers ([`workers`]) and offers the operator's CLI
-//! ([`cli`]).
+//! ([`cli`], with the `calendars` verbs in [`operator`]).
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod operator;
 pub mod telemetry;
 pub mod workers;
