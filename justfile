@@ -27,3 +27,10 @@ ci:
 # Apply pending migrations to the configured database.
 migrate:
     cargo run -p chronos-server -- migrate
+
+# The webhook load benchmark (issue 7): the release server on PostgreSQL and
+# SQLite next to a minimal actix-web ceiling. Figures go in docs/benchmarks.md.
+# PostgreSQL: CHRONOS_BENCH_DATABASE_URL, else CHRONOS_TEST_DATABASE_URL.
+bench *ARGS:
+    cargo build --release -p chronos-server -p chronos-bench
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" webhook {{ARGS}}
