@@ -1,10 +1,429 @@
 //! The sync worker (issue 4): claims due calendars and mirrors their events.
+//!
+//! Everything that matters lives in the database ([`SyncQueue`]): requests,
+//! claims with leases, backoff. The worker polls for due calendars every
+//! [`SyncOptions::idle_poll`], runs at most [`SyncOptions::max_concurrent`]
+//! syncs at once and [`SyncOptions::max_per_user`] per user, renews each claim
+//! while it syncs, and on shutdown lets each sync finish within
+//! [`SyncOptions::shutdown_grace`] or gives its claim back.
 
 use super::WorkerContext;
+use crate::config::Config;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use sync_domain::UserId;
+use sync_domain::calendar::{CalendarApi, EventsQuery, GoogleError};
+use sync_domain::ports::{Clock, StoreError};
+use sync_domain::schedule::CoalescingPolicy;
+use sync_domain::sync::{
+    BackoffPolicy, Claim, ClaimRef, ClaimRequest, FailureAction, FailureKind, LeasePolicy,
+    PAGE_SIZE, PageWrite, PollPolicy, SyncCompletion, SyncQueue, classify, retry_after,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Runs until `shutdown` is cancelled.
+/// The sync worker's tuning; [`SyncOptions::from_config`] gives production values.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Debounce and bound (`sync_debounce_ms`, `sync_max_delay_ms`).
+    pub coalescing: CoalescingPolicy,
+    /// The safety-net poll (`poll_interval_secs`; 15 min without push).
+    pub poll: PollPolicy,
+    /// Retry delays after a failed sync.
+    pub backoff: BackoffPolicy,
+    /// Claim lease and heartbeat.
+    pub lease: LeasePolicy,
+    /// Syncs running at once in this instance.
+    pub max_concurrent: usize,
+    /// Syncs of one user's calendars running at once in this instance (Google's
+    /// per-user quota is about 600 requests a minute).
+    pub max_per_user: usize,
+    /// How often an idle worker looks for due calendars.
+    pub idle_poll: Duration,
+    /// How often stale calendars get a safety-net request.
+    pub poll_check: Duration,
+    /// How long an in-flight sync may continue after shutdown before its claim is given back.
+    pub shutdown_grace: Duration,
+}
+
+impl SyncOptions {
+    /// The options for a configuration.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            coalescing: config.coalescing,
+            poll: PollPolicy::new(config.poll_interval, config.webhook_base_url.is_some()),
+            backoff: BackoffPolicy::default(),
+            lease: LeasePolicy::default(),
+            max_concurrent: 8,
+            max_per_user: 2,
+            idle_poll: Duration::from_millis(200),
+            poll_check: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the sync worker of `context` until `shutdown` is cancelled.
 pub async fn run(context: WorkerContext, shutdown: CancellationToken) {
-    let _ = &context;
-    shutdown.cancelled().await;
+    SyncWorker::from_context(&context).run(shutdown).await;
+}
+
+/// Why a sync did not complete.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Google(#[from] GoogleError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the claim was lost (lease expired and taken over)")]
+    LeaseLost,
+}
+
+/// Turns recorded sync requests into an up-to-date mirror.
+pub struct SyncWorker {
+    queue: Arc<dyn SyncQueue>,
+    calendar: Arc<dyn CalendarApi>,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    options: SyncOptions,
+}
+
+impl std::fmt::Debug for SyncWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncWorker")
+            .field("owner", &self.owner)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncWorker {
+    /// A worker claiming as `owner` (unique per instance).
+    pub fn new(
+        queue: Arc<dyn SyncQueue>,
+        calendar: Arc<dyn CalendarApi>,
+        clock: Arc<dyn Clock>,
+        owner: impl Into<String>,
+        options: SyncOptions,
+    ) -> Self {
+        Self {
+            queue,
+            calendar,
+            clock,
+            owner: owner.into(),
+            options,
+        }
+    }
+
+    /// The worker the server runs.
+    pub fn from_context(context: &WorkerContext) -> Self {
+        Self::new(
+            Arc::new(context.store.clone()),
+            Arc::clone(&context.calendar),
+            Arc::clone(&context.clock),
+            context.instance_id.clone(),
+            SyncOptions::from_config(&context.config),
+        )
+    }
+
+    /// Claims and syncs due calendars until `shutdown` is cancelled, then
+    /// waits for in-flight syncs to finish or give their claims back.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let worker = Arc::new(self);
+        let overall = Arc::new(Semaphore::new(worker.options.max_concurrent.max(1)));
+        let mut per_user: HashMap<UserId, Arc<Semaphore>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut next_poll_check = Instant::now();
+        let mut store_failures = 0u32;
+        while !shutdown.is_cancelled() {
+            if Instant::now() >= next_poll_check {
+                next_poll_check = Instant::now() + worker.options.poll_check;
+                let now = worker.clock.now();
+                match worker
+                    .queue
+                    .request_polls(worker.options.poll.cutoffs(now), now)
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(calendars = n, "safety-net sync requested"),
+                    Err(e) => tracing::warn!(error = %e, "requesting safety-net syncs failed"),
+                }
+            }
+            let free = overall.available_permits();
+            let mut busy = false;
+            if free > 0 {
+                match worker.claim(free).await {
+                    Ok(claims) => {
+                        store_failures = 0;
+                        busy = claims.len() == free;
+                        for claim in claims {
+                            // Only this loop takes permits, and it claimed at most `free`.
+                            let Ok(permit) = Arc::clone(&overall).try_acquire_owned() else {
+                                worker.give_back(&claim).await;
+                                continue;
+                            };
+                            let user =
+                                Arc::clone(per_user.entry(claim.user_id.clone()).or_insert_with(
+                                    || Arc::new(Semaphore::new(worker.options.max_per_user.max(1))),
+                                ));
+                            tasks.spawn(Arc::clone(&worker).sync_claimed(
+                                claim,
+                                user,
+                                permit,
+                                shutdown.clone(),
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        store_failures = store_failures.saturating_add(1);
+                        tracing::warn!(error = %e, "claiming due calendars failed");
+                        let pause = worker.options.backoff.delay(store_failures, None, 1.0);
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(pause.min(Duration::from_secs(10))) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            while let Some(done) = tasks.try_join_next() {
+                log_task_end(done);
+            }
+            per_user.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(worker.options.idle_poll) => {}
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => log_task_end(done),
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            log_task_end(done);
+        }
+    }
+
+    async fn claim(&self, free: usize) -> Result<Vec<Claim>, StoreError> {
+        let now = self.clock.now();
+        self.queue
+            .claim_due(ClaimRequest {
+                owner: &self.owner,
+                now,
+                cutoffs: self.options.coalescing.cutoffs(now),
+                lease_until: self.options.lease.expires_at(now),
+                limit: i64::try_from(free).unwrap_or(i64::MAX),
+            })
+            .await
+    }
+
+    fn claim_ref<'a>(&'a self, claim: &Claim) -> ClaimRef<'a> {
+        ClaimRef {
+            calendar_id: claim.calendar_id,
+            owner: &self.owner,
+        }
+    }
+
+    /// One claimed calendar: waits for a per-user slot, syncs while renewing
+    /// the lease, and settles the outcome; on shutdown, finishes within the
+    /// grace period or gives the claim back.
+    async fn sync_claimed(
+        self: Arc<Self>,
+        claim: Claim,
+        user: Arc<Semaphore>,
+        _slot: OwnedSemaphorePermit,
+        shutdown: CancellationToken,
+    ) {
+        let _user_slot = tokio::select! {
+            permit = user.acquire_owned() => permit.ok(),
+            () = shutdown.cancelled() => {
+                self.give_back(&claim).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("sync", calendar = %claim.calendar_id);
+        let _entered = span.enter();
+        let grace = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(self.options.shutdown_grace).await;
+        };
+        tokio::select! {
+            outcome = self.sync(&claim) => self.settle(&claim, outcome).await,
+            () = self.heartbeat(&claim) => {
+                tracing::warn!("lease lost during the sync; abandoning it");
+            }
+            () = grace => {
+                tracing::warn!("sync did not finish within the shutdown grace; giving it back");
+                self.give_back(&claim).await;
+            }
+        }
+    }
+
+    /// Renews the claim every heartbeat; returns only once the claim is lost.
+    async fn heartbeat(&self, claim: &Claim) {
+        loop {
+            tokio::time::sleep(self.options.lease.heartbeat()).await;
+            let now = self.clock.now();
+            match self
+                .queue
+                .renew_lease(
+                    self.claim_ref(claim),
+                    self.options.lease.expires_at(now),
+                    now,
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "renewing a sync lease failed"),
+            }
+        }
+    }
+
+    /// Incremental sync from the stored token, or a full sync without one (or after a 410).
+    async fn sync(&self, claim: &Claim) -> Result<(), SyncError> {
+        let mut token = claim.sync_token.clone();
+        let mut generation = claim.generation;
+        loop {
+            if token.is_none() {
+                generation = self
+                    .queue
+                    .begin_full_sync(self.claim_ref(claim), self.clock.now())
+                    .await?
+                    .ok_or(SyncError::LeaseLost)?;
+            }
+            match self.pass(claim, token.as_deref(), generation).await {
+                Err(SyncError::Google(GoogleError::FullSyncRequired)) if token.is_some() => {
+                    tracing::info!("sync token expired (410): full resync");
+                    token = None;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Every page of one `events.list` pass, each applied as it arrives; the
+    /// last page stores the new sync token in the same transaction.
+    async fn pass(
+        &self,
+        claim: &Claim,
+        sync_token: Option<&str>,
+        generation: i64,
+    ) -> Result<(), SyncError> {
+        let mut page_token = None;
+        loop {
+            let query = EventsQuery {
+                sync_token: sync_token.map(str::to_owned),
+                page_token: page_token.take(),
+                max_results: PAGE_SIZE,
+            };
+            let page = self
+                .calendar
+                .list_events(&claim.user_id, &claim.google_calendar_id, &query)
+                .await?;
+            let completion = match (&page.next_page_token, &page.next_sync_token) {
+                (Some(_), _) => None,
+                (None, Some(next)) => Some(SyncCompletion {
+                    sync_token: next,
+                    sweep: sync_token.is_none(),
+                }),
+                (None, None) => {
+                    return Err(SyncError::Google(GoogleError::Transient(
+                        "events.list ended without nextSyncToken".to_owned(),
+                    )));
+                }
+            };
+            let done = completion.is_some();
+            let now = self.clock.now();
+            let held = self
+                .queue
+                .apply_page(
+                    self.claim_ref(claim),
+                    PageWrite {
+                        events: &page.items,
+                        generation,
+                        completion,
+                        lease_until: self.options.lease.expires_at(now),
+                        now,
+                    },
+                )
+                .await?;
+            if !held {
+                return Err(SyncError::LeaseLost);
+            }
+            if done {
+                tracing::debug!("synced");
+                return Ok(());
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Records how a sync ended (success was recorded with its last page).
+    async fn settle(&self, claim: &Claim, outcome: Result<(), SyncError>) {
+        let error = match outcome {
+            Ok(()) => return,
+            Err(SyncError::LeaseLost) => {
+                tracing::warn!("lease lost during the sync; another worker took over");
+                return;
+            }
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        let action = match &error {
+            SyncError::Google(google) => match classify(google) {
+                FailureKind::Gone => FailureAction::Gone { error: message },
+                FailureKind::NeedsReauth => FailureAction::NeedsReauth { error: message },
+                FailureKind::Retry => self.retry(claim, retry_after(google), message),
+            },
+            SyncError::Store(_) | SyncError::LeaseLost => self.retry(claim, None, message),
+        };
+        tracing::warn!(error = %error, action = ?action, "sync failed");
+        if let Err(e) = self
+            .queue
+            .fail(self.claim_ref(claim), action, self.clock.now())
+            .await
+        {
+            // The lease expires and another claim retries it.
+            tracing::warn!(error = %e, "recording a failed sync failed");
+        }
+    }
+
+    fn retry(&self, claim: &Claim, retry_after: Option<Duration>, error: String) -> FailureAction {
+        let failures = u32::try_from(claim.failure_count.saturating_add(1)).unwrap_or(1);
+        let delay = self.options.backoff.delay(failures, retry_after, jitter());
+        FailureAction::Retry {
+            next_attempt_at: self.clock.now() + delay,
+            error,
+        }
+    }
+
+    /// Gives a claim back unfinished; its request stays pending.
+    async fn give_back(&self, claim: &Claim) {
+        if let Err(e) = self
+            .queue
+            .release(self.claim_ref(claim), self.clock.now())
+            .await
+        {
+            tracing::warn!(calendar = %claim.calendar_id, error = %e, "releasing a claim failed; its lease will expire");
+        }
+    }
+}
+
+fn log_task_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "a sync task panicked; its lease will expire and it will be retried");
+    }
+}
+
+/// A uniform draw in `[0, 1]` for the backoff's full jitter.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 4];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 1.0;
+    }
+    f64::from(u32::from_be_bytes(bytes)) / f64::from(u32::MAX)
 }
