@@ -31,7 +31,7 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writers on the current runtime.
-    pub(crate) fn start(pool: DbPool) -> Self {
+    pub(crate) fn start(pool: &DbPool) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..WRITERS {
