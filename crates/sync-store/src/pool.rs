@@ -144,9 +144,10 @@ impl std::fmt::Debug for DbPool {
     }
 }
 
-/// Per-connection SQLite settings: WAL for concurrent readers, a busy timeout so
-/// writers queue instead of failing, foreign keys on, and full durability.
-pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+/// Per-connection SQLite settings: a busy timeout so writers queue instead of
+/// failing (first: switching to WAL itself needs a lock another connection may
+/// hold), WAL for concurrent readers, foreign keys on, and full durability.
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
      PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
 
 impl DbPool {
