@@ -121,15 +121,19 @@ impl ServerProcess {
         Ok(Duration::from_millis(total * 1000 / USER_HZ))
     }
 
-    /// Lines of the server's log that are warnings or errors.
-    pub fn log_warnings(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .map(|log| {
-                log.lines()
-                    .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
-                    .count()
-            })
-            .unwrap_or(0)
+    /// How many lines of the server's log are warnings or errors, and the first few.
+    pub fn log_warnings(&self, samples: usize) -> (usize, Vec<String>) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+            .collect();
+        let first = warnings
+            .iter()
+            .take(samples)
+            .map(|l| (*l).to_owned())
+            .collect();
+        (warnings.len(), first)
     }
 
     /// The last lines of the server's log, for error messages.

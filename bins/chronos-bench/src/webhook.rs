@@ -115,7 +115,8 @@ struct TargetReport {
     /// Sync requests the database recorded during the whole run, and PostgreSQL's counters.
     recorded: Option<i64>,
     pg: Option<(PgCounters, u64)>,
-    warnings: usize,
+    /// Warning or error lines the server logged, and the first few.
+    warnings: (usize, Vec<String>),
 }
 
 /// Runs the benchmark and prints its figures.
@@ -183,7 +184,7 @@ async fn run_ceiling(settings: &Settings) -> anyhow::Result<TargetReport> {
     let workload = Arc::new(Workload::new(channels, settings.args.mix, false, addr)?);
     let (closed, open, closed_cpu) = measure(&process, &workload, settings).await?;
     let peak_rss_kib = process.peak_rss_kib()?;
-    let warnings = process.log_warnings();
+    let warnings = process.log_warnings(3);
     process.stop()?;
     Ok(TargetReport {
         target: Target::Ceiling,
@@ -271,7 +272,7 @@ async fn run_on(
     let workload = Arc::new(Workload::new(channels, settings.args.mix, true, addr)?);
     let (closed, open, closed_cpu) = measure(&process, &workload, settings).await?;
     let peak_rss_kib = process.peak_rss_kib()?;
-    let warnings = process.log_warnings();
+    let warnings = process.log_warnings(3);
     process.stop()?;
     // Backends publish their statistics as they exit.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -373,13 +374,16 @@ fn print_details(report: &TargetReport, settings: &Settings) {
         "peak RSS {:.1} MiB; unexpected statuses {problems}; connection errors {errors}; \
          server warnings logged {}{}",
         mib(report.peak_rss_kib),
-        report.warnings,
+        report.warnings.0,
         c.first_problem
             .as_ref()
             .or(o.first_problem.as_ref())
             .map(|p| format!(" (first: {p})"))
             .unwrap_or_default(),
     );
+    for line in &report.warnings.1 {
+        println!("  server: {line}");
+    }
     if let Some(recorded) = report.recorded {
         println!(
             "changes answered 200 (measured phases): {}; sync requests recorded in the database (warm-up included): {recorded}",
