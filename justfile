@@ -34,3 +34,13 @@ migrate:
 bench *ARGS:
     cargo build --release -p chronos-server -p chronos-bench
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" webhook {{ARGS}}
+
+# The fake Google (docs/fake-google.md) on 127.0.0.1:8090; point chronos-server at it with
+# CHRONOS_GOOGLE_API_BASE_URL=http://127.0.0.1:8090/calendar/v3 CHRONOS_GOOGLE_TOKEN_URL=http://127.0.0.1:8090/token
+fake-google *ARGS:
+    cargo run -p fake-google -- {{ARGS}}
+
+# Reliability soak tests (issue 7): the long SIGKILL run and the PostgreSQL
+# restart (restarts the local cluster with pg_ctlcluster). Minutes, not seconds.
+soak:
+    CHRONOS_TEST_DATABASE_URL={{pg_url}} cargo test -p chronos-server --test soak -- --ignored --test-threads=1 --nocapture
