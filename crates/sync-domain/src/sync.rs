@@ -145,6 +145,9 @@ pub struct Claim {
     pub generation: i64,
     /// Consecutive failed syncs so far (drives the backoff).
     pub failure_count: i32,
+    /// The first unserved request this claim serves (kept across failed
+    /// attempts): where notification-to-synced latency starts.
+    pub requested_at: Option<OffsetDateTime>,
 }
 
 /// Which claim a write is made under.

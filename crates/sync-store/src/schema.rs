@@ -35,6 +35,7 @@ diesel::table! {
         sync_requested_at -> Nullable<Timestamp>,
         sync_last_requested_at -> Nullable<Timestamp>,
         sync_request_count -> BigInt,
+        sync_claimed_request_at -> Nullable<Timestamp>,
         lease_owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamp>,
         next_attempt_at -> Nullable<Timestamp>,

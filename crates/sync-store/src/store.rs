@@ -55,8 +55,7 @@ impl Store {
 
     /// The group-commit writer for sync requests.
     pub(crate) fn group_commit(&self) -> &GroupCommit {
-        self.writer
-            .get_or_init(|| GroupCommit::start(&self.pool))
+        self.writer.get_or_init(|| GroupCommit::start(&self.pool))
     }
 
     /// The pool, for code in other crates that adds its own queries.

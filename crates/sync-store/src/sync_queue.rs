@@ -37,9 +37,13 @@ const FAILING: &str = "failing";
 /// candidate subquery is closed by the caller after an optional lock clause.
 /// Due: a pending request, quiet for the debounce or older than the bound, not
 /// backing off, not claimed. A claim consumes the request, so one arriving
-/// during the sync makes exactly one follow-up.
+/// during the sync makes exactly one follow-up; the consumed request's time
+/// moves to `sync_claimed_request_at` (kept over failed attempts, cleared by a
+/// successful sync) so the worker can measure notification-to-synced latency.
 const CLAIM_SQL: &str = "UPDATE calendar_sync_state SET lease_owner = $1, lease_expires_at = $2, \
-     sync_state = 'syncing', sync_requested_at = NULL, sync_last_requested_at = NULL, updated_at = $3 \
+     sync_state = 'syncing', \
+     sync_claimed_request_at = COALESCE(sync_claimed_request_at, sync_requested_at), \
+     sync_requested_at = NULL, sync_last_requested_at = NULL, updated_at = $3 \
      WHERE id IN (SELECT id FROM calendar_sync_state \
      WHERE sync_state NOT IN ('gone', 'needs_reauth') AND ( \
        (sync_requested_at IS NOT NULL \
@@ -50,8 +54,8 @@ const CLAIM_SQL: &str = "UPDATE calendar_sync_state SET lease_owner = $1, lease_
      ORDER BY sync_requested_at LIMIT $8";
 
 /// Closes [`CLAIM_SQL`]'s subquery (after the lock clause) and returns the claims.
-const CLAIM_RETURNING: &str =
-    ") RETURNING id, user_id, google_calendar_id, sync_token, sync_generation, failure_count";
+const CLAIM_RETURNING: &str = ") RETURNING id, user_id, google_calendar_id, sync_token, sync_generation, failure_count, \
+     sync_claimed_request_at";
 
 /// What a claim returns.
 #[derive(QueryableByName)]
@@ -63,6 +67,7 @@ struct ClaimedRow {
     sync_token: Option<String>,
     sync_generation: i64,
     failure_count: i32,
+    sync_claimed_request_at: Option<PrimitiveDateTime>,
 }
 
 /// The upsert of one page: `$n` placeholders work on both backends (SQLite
@@ -107,6 +112,7 @@ fn parse_claim(row: ClaimedRow) -> Result<Claim, StoreError> {
         sync_token,
         sync_generation: generation,
         failure_count,
+        sync_claimed_request_at,
     } = row;
     let invalid = |e: String| StoreError::Query(e.into());
     Ok(Claim {
@@ -116,6 +122,7 @@ fn parse_claim(row: ClaimedRow) -> Result<Claim, StoreError> {
         sync_token,
         generation,
         failure_count,
+        requested_at: sync_claimed_request_at.map(crate::timestamps::from_db),
     })
 }
 
@@ -306,6 +313,7 @@ impl SyncQueue for Store {
                         cs::last_error.eq(None::<String>),
                         cs::next_attempt_at.eq(None::<PrimitiveDateTime>),
                         cs::last_sync_at.eq(Some(now)),
+                        cs::sync_claimed_request_at.eq(None::<PrimitiveDateTime>),
                         cs::lease_owner.eq(None::<String>),
                         cs::lease_expires_at.eq(None::<PrimitiveDateTime>),
                         cs::updated_at.eq(now),

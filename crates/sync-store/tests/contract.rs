@@ -354,7 +354,7 @@ test_on_both_backends!(
         }
         let after = store.calendar(calendar.id).await.unwrap().unwrap();
         assert_eq!(after.sync_request_count - before, recorded);
-        assert!(recorded >= 1 && recorded <= 100, "recorded {recorded}");
+        assert!((1..=100).contains(&recorded), "recorded {recorded}");
         let record = store
             .find_channel(&ChannelId::parse("chan-1").unwrap())
             .await

@@ -1,0 +1,1 @@
+ALTER TABLE calendar_sync_state DROP COLUMN sync_claimed_request_at;
