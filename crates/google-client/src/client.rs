@@ -100,7 +100,10 @@ impl GoogleCalendarClient {
         let mut rejected: Option<AccessToken> = None;
         let mut refreshed_once = false;
         loop {
-            let error = match self.attempt(user_id, &build, rejected.take()).await {
+            let error = match self
+                .attempt(user_id, operation, &build, rejected.take())
+                .await
+            {
                 Ok(body) => return Ok(body),
                 Err(Attempt::Unauthorized(token)) if !refreshed_once => {
                     tracing::info!(
@@ -128,9 +131,11 @@ impl GoogleCalendarClient {
         }
     }
 
+    /// One HTTP exchange, counted in [`crate::CALLS_METRIC`] by method and status.
     async fn attempt(
         &self,
         user_id: &UserId,
+        operation: &'static str,
         build: &(impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync),
         rejected: Option<AccessToken>,
     ) -> Result<Vec<u8>, Attempt> {
@@ -148,8 +153,12 @@ impl GoogleCalendarClient {
             .bearer_auth(token.expose())
             .send()
             .await
-            .map_err(|e| Attempt::Failed(transport(e)))?;
+            .map_err(|e| {
+                count_call(operation, "error");
+                Attempt::Failed(transport(e))
+            })?;
         let status = response.status();
+        count_call(operation, status.as_str());
         let headers = response.headers().clone();
         let body = response
             .bytes()
@@ -163,6 +172,12 @@ impl GoogleCalendarClient {
             error => Err(Attempt::Failed(error)),
         }
     }
+}
+
+/// Counts one call: `status` is the HTTP status, or `error` when no answer came.
+pub(crate) fn count_call(method: &'static str, status: &str) {
+    metrics::counter!(crate::CALLS_METRIC, "method" => method, "status" => status.to_owned())
+        .increment(1);
 }
 
 /// The outcome of one attempt that did not succeed.
@@ -253,7 +268,7 @@ impl CalendarApi for GoogleCalendarClient {
             .ok_or_else(|| malformed("events.watch answer has no resourceId"))
             .and_then(|id| ResourceId::parse(id).map_err(|e| malformed(e.to_string())))?;
         let expires_at = expiration(channel.expiration.as_ref())?;
-        tracing::info!(calendar = %calendar, channel_id = %request.channel_id, resource_id = %resource_id, expires_at = ?expires_at, "watch channel opened");
+        tracing::info!(google_calendar_id = %calendar, channel_id = %request.channel_id, resource_id = %resource_id, expires_at = ?expires_at, "watch channel opened");
         Ok(WatchedChannel {
             channel_id: request.channel_id.clone(),
             resource_id,
@@ -322,7 +337,7 @@ impl CalendarApi for GoogleCalendarClient {
             .into_iter()
             .map(parse_event)
             .collect::<Result<Vec<_>, _>>()?;
-        tracing::debug!(calendar = %calendar, items = items.len(), last_page = body.next_sync_token.is_some(), "events.list page");
+        tracing::debug!(google_calendar_id = %calendar, items = items.len(), last_page = body.next_sync_token.is_some(), "events.list page");
         Ok(EventsPage {
             items,
             next_page_token: body.next_page_token,

@@ -25,3 +25,9 @@ pub use config::{
 pub use events::{MAX_EVENTS_PAGE, event_pages, parse_event};
 pub use sync_domain::calendar::{CalendarApi, GoogleError};
 pub use token::{BuildError, REFRESH_MARGIN, TokenSource};
+
+/// Google calls, one per HTTP exchange (retries count again), by `method`
+/// (`events.list`, `events.watch`, `channels.stop`, `calendarList.list`, and
+/// `oauth.token` for access-token refreshes) and `status` (the HTTP status;
+/// `error` when no answer came; for `oauth.token` failures, `invalid_grant` or `error`).
+pub const CALLS_METRIC: &str = "chronos_google_api_calls_total";

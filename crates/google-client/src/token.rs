@@ -26,6 +26,9 @@ pub const REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Assumed lifetime when Google's answer has no `expires_in` (it always should).
 const FALLBACK_LIFETIME: Duration = Duration::from_secs(300);
 
+/// The `method` label of token refreshes in [`crate::CALLS_METRIC`].
+const TOKEN_METHOD: &str = "oauth.token";
+
 type OAuthClient =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
 
@@ -184,6 +187,7 @@ impl TokenSource {
             && rejected.is_none_or(|rejected| *rejected != cached.token)
     }
 
+    /// Refreshes through the token endpoint; counted as `oauth.token` calls.
     async fn refresh(
         &self,
         user_id: &UserId,
@@ -197,9 +201,18 @@ impl TokenSource {
             .request_async(&self.http)
             .await;
         let response = match answer {
-            Ok(response) => response,
+            Ok(response) => {
+                crate::client::count_call(TOKEN_METHOD, "200");
+                response
+            }
             Err(error) => {
                 let error = token_error(error);
+                let status = if error == GoogleError::InvalidGrant {
+                    "invalid_grant"
+                } else {
+                    "error"
+                };
+                crate::client::count_call(TOKEN_METHOD, status);
                 if error == GoogleError::InvalidGrant {
                     tracing::warn!(user_id = %user_id, "Google refused the refresh token (invalid_grant); marking for re-authorisation");
                     if let Err(store) = self.store.mark_needs_reauth(user_id).await {

@@ -10,13 +10,14 @@
 //! - Invalid bodies and query parameters: 400 with a `detail` saying what is wrong.
 
 use crate::error::ApiError;
+use crate::routes::{resource, route};
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use std::future::{Ready, ready};
 use std::sync::Arc;
-use sync_domain::admin::{CalendarAdmin, EventCursor, stop_channel};
+use sync_domain::admin::{CalendarAdmin, EventCursor, StopOutcome, stop_channel};
 use sync_domain::calendar::CalendarApi;
 use sync_domain::ports::{Clock, StoreError};
 use sync_domain::{CalendarId, GoogleCalendarId, RefreshToken, UserId};
@@ -25,6 +26,9 @@ use sync_domain::{CalendarId, GoogleCalendarId, RefreshToken, UserId};
 pub const PREFIX: &str = "/internal";
 /// Events per page when `limit` is not given.
 pub const DEFAULT_EVENTS_LIMIT: u32 = 100;
+/// Channel stops at Google (here on disconnect, and by the channel worker), by
+/// `outcome`: `stopped`, `retry` (left for the worker), `error` (the store failed).
+pub const STOPS_METRIC: &str = "chronos_channel_stops_total";
 /// Largest `limit` accepted.
 pub const MAX_EVENTS_LIMIT: u32 = 1000;
 
@@ -102,35 +106,46 @@ fn authenticate(req: &HttpRequest) -> Result<Admin, ApiError> {
     }
 }
 
+/// `PUT`: a user's Google credentials.
+const CREDENTIALS: &str = "/internal/users/{user_id}/google-credentials";
+/// `GET` (list), `POST` (connect).
+const CALENDARS: &str = "/internal/calendars";
+/// `GET` (show), `DELETE` (disconnect).
+const CALENDAR: &str = "/internal/calendars/{id}";
+/// `GET`: mirrored events.
+const EVENTS: &str = "/internal/calendars/{id}/events";
+/// `POST`: request a sync.
+const SYNC: &str = "/internal/calendars/{id}/sync";
+
 /// Mounts `/internal/*`; the app must hold a `web::Data<InternalState>`.
 pub fn configure_internal(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope(PREFIX)
             .service(
-                web::resource("/users/{user_id}/google-credentials")
-                    .route(web::put().to(put_credentials))
+                resource(PREFIX, CREDENTIALS)
+                    .route(route(Method::PUT, CREDENTIALS).to(put_credentials))
                     .default_service(web::to(not_allowed("PUT"))),
             )
             .service(
-                web::resource("/calendars")
-                    .route(web::post().to(connect))
-                    .route(web::get().to(list))
+                resource(PREFIX, CALENDARS)
+                    .route(route(Method::POST, CALENDARS).to(connect))
+                    .route(route(Method::GET, CALENDARS).to(list))
                     .default_service(web::to(not_allowed("GET, POST"))),
             )
             .service(
-                web::resource("/calendars/{id}")
-                    .route(web::get().to(show))
-                    .route(web::delete().to(disconnect))
+                resource(PREFIX, CALENDAR)
+                    .route(route(Method::GET, CALENDAR).to(show))
+                    .route(route(Method::DELETE, CALENDAR).to(disconnect))
                     .default_service(web::to(not_allowed("GET, DELETE"))),
             )
             .service(
-                web::resource("/calendars/{id}/events")
-                    .route(web::get().to(events))
+                resource(PREFIX, EVENTS)
+                    .route(route(Method::GET, EVENTS).to(events))
                     .default_service(web::to(not_allowed("GET"))),
             )
             .service(
-                web::resource("/calendars/{id}/sync")
-                    .route(web::post().to(sync))
+                resource(PREFIX, SYNC)
+                    .route(route(Method::POST, SYNC).to(sync))
                     .default_service(web::to(not_allowed("POST"))),
             )
             .default_service(web::to(unknown_path)),
@@ -339,9 +354,15 @@ async fn disconnect(admin: Admin, path: web::Path<String>) -> Result<HttpRespons
             0.5,
         )
         .await;
+        let label = match &outcome {
+            Ok(StopOutcome::Stopped) => "stopped",
+            Ok(StopOutcome::RetryAt(_)) => "retry",
+            Err(_) => "error",
+        };
+        metrics::counter!(STOPS_METRIC, "outcome" => label).increment(1);
         if let Err(error) = outcome {
             // The channel is retiring in the database: the worker stops it later.
-            tracing::warn!(calendar = %id, channel = %channel.channel_id, %error, "stopping a channel on disconnect failed; left for the channel worker");
+            tracing::warn!(calendar_id = %id, channel_id = %channel.channel_id, %error, "stopping a channel on disconnect failed; left for the channel worker");
         }
     }
     Ok(HttpResponse::NoContent().finish())

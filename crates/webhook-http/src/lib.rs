@@ -5,39 +5,55 @@
 //! - [`webhook`]: `POST /calendar/webhook`, Google's push notifications (SPEC section 2);
 //! - [`health`]: `GET /healthz` and `GET /readyz`;
 //! - [`internal`]: the internal API under `/internal` (SPEC section 5), mounted by [`configure_internal`];
+//! - [`metrics`]: `GET /metrics`, rendered by the binary's exporter;
+//! - [`request_id`]: the middleware giving each request an id and a span;
+//! - [`routes`]: the table of every route ([`ROUTES`]), which `docs/openapi.json` documents;
 //! - [`error`]: the one error type of the boundary and its JSON responses;
 //! - [`state`]: what the binary registers with `web::Data` before calling [`configure`].
 
 pub mod error;
 pub mod health;
 pub mod internal;
+pub mod metrics;
+pub mod request_id;
+pub mod routes;
 pub mod state;
 pub mod webhook;
 
 pub use error::ApiError;
 pub use internal::{InternalState, configure_internal};
+pub use metrics::MetricsRenderer;
+pub use routes::ROUTES;
 pub use state::WebhookState;
 
+use actix_web::http::Method;
 use actix_web::web;
+use routes::{resource, route};
 
-/// Mounts every route of this crate; the app must hold a `web::Data<WebhookState>`.
+/// Mounts every route of this crate but the internal API; the app must hold a
+/// `web::Data<WebhookState>` (and a `web::Data<MetricsRenderer>` for `/metrics`).
 ///
 /// Each resource answers a wrong method with a JSON 405; for a JSON 404 on
 /// unknown paths the app adds `default_service(web::to(error::not_found))`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(webhook::PATH)
-            .route(web::post().to(webhook::receive))
+        resource("", webhook::PATH)
+            .route(route(Method::POST, webhook::PATH).to(webhook::receive))
             .default_service(web::to(error::method_not_allowed("POST"))),
     )
     .service(
-        web::resource(health::LIVENESS_PATH)
-            .route(web::get().to(health::healthz))
+        resource("", health::LIVENESS_PATH)
+            .route(route(Method::GET, health::LIVENESS_PATH).to(health::healthz))
             .default_service(web::to(error::method_not_allowed("GET"))),
     )
     .service(
-        web::resource(health::READINESS_PATH)
-            .route(web::get().to(health::readyz))
+        resource("", health::READINESS_PATH)
+            .route(route(Method::GET, health::READINESS_PATH).to(health::readyz))
+            .default_service(web::to(error::method_not_allowed("GET"))),
+    )
+    .service(
+        resource("", metrics::PATH)
+            .route(route(Method::GET, metrics::PATH).to(metrics::metrics))
             .default_service(web::to(error::method_not_allowed("GET"))),
     );
 }

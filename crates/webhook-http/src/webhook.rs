@@ -20,13 +20,48 @@ pub const PATH: &str = "/calendar/webhook";
 /// Largest body accepted; Google sends none, so anything bigger is refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Notifications received, by `outcome` (see [`outcome_of`]).
+pub const NOTIFICATIONS_METRIC: &str = "chronos_webhook_notifications_total";
+/// How long the handler took, from the request to the reply.
+pub const DURATION_METRIC: &str = "chronos_webhook_duration_seconds";
+
 /// Handles one notification: every 2xx for a change means the request is committed.
+/// Counts it by outcome and times it.
 pub async fn receive(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<WebhookState>,
 ) -> Result<HttpResponse, ApiError> {
-    discard_body(&req, body).await?;
+    let started = std::time::Instant::now();
+    let result = handle(&req, body, &state).await;
+    let outcome: &'static str = match &result {
+        Ok(outcome) => outcome,
+        Err(error) => outcome_of(error),
+    };
+    metrics::counter!(NOTIFICATIONS_METRIC, "outcome" => outcome).increment(1);
+    metrics::histogram!(DURATION_METRIC).record(started.elapsed().as_secs_f64());
+    result.map(|_| empty_ok())
+}
+
+/// The `outcome` label of a refused notification: `missing_channel`,
+/// `invalid_token`, `store_unavailable`, or `bad_request` (body too large or unreadable).
+pub fn outcome_of(error: &ApiError) -> &'static str {
+    match error {
+        ApiError::MissingChannelId => "missing_channel",
+        ApiError::InvalidToken => "invalid_token",
+        ApiError::StoreUnavailable { .. } => "store_unavailable",
+        _ => "bad_request",
+    }
+}
+
+/// The handler proper; `Ok` carries the outcome label of a 200
+/// (`accepted`, `duplicate`, `handshake`, `unknown_channel`, `orphaned`).
+async fn handle(
+    req: &HttpRequest,
+    body: web::Payload,
+    state: &WebhookState,
+) -> Result<&'static str, ApiError> {
+    discard_body(req, body).await?;
 
     let notification = Notification::parse(header_lookup(req.headers())).inspect_err(|_| {
         tracing::debug!("webhook request without a channel id");
@@ -56,7 +91,7 @@ pub async fn receive(
         } => {
             let ChannelRef::Id(channel_id) = &notification.channel else {
                 // `verify` only grants a sync to a looked-up, well-formed channel.
-                return Ok(empty_ok());
+                return Ok(verdict.label());
             };
             let request = SyncRequest {
                 calendar_id: *calendar_id,
@@ -83,7 +118,7 @@ pub async fn receive(
         }
     };
     log(&notification, record.as_ref(), outcome);
-    Ok(empty_ok())
+    Ok(outcome)
 }
 
 /// Reads and drops the body, refusing more than [`MAX_BODY_BYTES`] whether its

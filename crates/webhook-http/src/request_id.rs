@@ -1,0 +1,65 @@
+//! Request ids: every request runs inside a `request` span carrying a
+//! `request_id`, so each log line it causes names it, and the reply echoes
+//! it in `X-Request-Id`.
+//!
+//! A caller's own `X-Request-Id` (a load balancer's, say) is kept when it is a
+//! short token of safe characters; anything else is replaced by a fresh UUID,
+//! so a caller cannot inject text into the logs.
+
+use actix_web::Error;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use tracing::Instrument as _;
+
+/// The request and response header carrying the id.
+pub const HEADER: &str = "x-request-id";
+
+/// Longest caller-supplied id that is kept.
+const MAX_LEN: usize = 64;
+
+/// The caller's id if it is safe to log, else a fresh one.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= MAX_LEN
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// The middleware: `App::new().wrap(actix_web::middleware::from_fn(webhook_http::request_id::middleware))`.
+/// Logs one line per request at debug level (method, path without the query, status).
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = request_id(&req);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
+    );
+    let started = std::time::Instant::now();
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request served"
+        );
+    });
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(HEADER), value);
+    }
+    Ok(response)
+}
