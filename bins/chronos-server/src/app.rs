@@ -11,7 +11,7 @@ use std::time::Duration;
 use sync_domain::ports::{CalendarApi, Clock, CredentialStore, SystemClock, WebhookStore};
 use sync_store::{PoolOptions, Store};
 use tokio_util::sync::CancellationToken;
-use webhook_http::{InternalState, WebhookState};
+use webhook_http::{InternalState, MetricsRenderer, WebhookState};
 
 /// How long in-flight requests and syncs get to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -118,10 +118,16 @@ impl Application {
             Arc::clone(&clock),
             config.admin_token.as_ref().map(|t| t.expose().to_owned()),
         ));
+        let prometheus = crate::metrics::handle();
+        let renderer = web::Data::new(MetricsRenderer::new(move || prometheus.render()));
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    webhook_http::request_id::middleware,
+                ))
                 .app_data(state.clone())
                 .app_data(internal.clone())
+                .app_data(renderer.clone())
                 .configure(webhook_http::configure)
                 .configure(webhook_http::configure_internal)
                 .default_service(web::to(webhook_http::error::not_found))

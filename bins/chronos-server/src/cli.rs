@@ -45,7 +45,11 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    crate::telemetry::init(config.log_format);
+    let target = match command {
+        Command::Serve => crate::telemetry::LogTarget::Stdout,
+        _ => crate::telemetry::LogTarget::Stderr,
+    };
+    crate::telemetry::init(config.log_format, target);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

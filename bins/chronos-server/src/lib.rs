@@ -3,12 +3,14 @@
 //! The only crate that knows every concrete type: it reads the configuration
 //! ([`config`]), sets up logging ([`telemetry`]), wires the store, the Google
 //! client and the HTTP layer together through the domain's traits ([`app`]),
-//! runs the background workers ([`workers`]) and offers the operator's CLI
-//! ([`cli`], with the `calendars` verbs in [`operator`]).
+//! runs the background workers ([`workers`]), exports Prometheus metrics
+//! ([`metrics`]) and offers the operator's CLI ([`cli`], with the `calendars`
+//! verbs in [`operator`]).
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod operator;
 pub mod telemetry;
 pub mod workers;

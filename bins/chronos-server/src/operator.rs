@@ -5,6 +5,8 @@ use crate::config::Config;
 use anyhow::Context as _;
 use clap::Subcommand;
 use std::sync::Arc;
+#[cfg(test)]
+use sync_domain::admin::ChannelView;
 use sync_domain::admin::{CalendarAdmin as _, CalendarView, StopOutcome, stop_channel};
 use sync_domain::ports::{CalendarApi, Clock, SystemClock};
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
@@ -75,8 +77,57 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-/// The `calendars list` table: everything an operator checks at a glance.
-pub fn calendars_table(calendars: &[CalendarView]) -> String {
+/// Longest last error shown in the `calendars list` table (`show` prints it whole).
+const ERROR_WIDTH: usize = 60;
+
+/// An error on one line, cut to `width` characters.
+fn one_line(error: &str, width: usize) -> String {
+    let line = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= width {
+        return line;
+    }
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// How far off an instant is, roughly: `3d 4h`, `5h 2m`, `40s`.
+fn span(seconds: i64) -> String {
+    let s = seconds.unsigned_abs();
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3_600, (s % 3_600) / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A channel's expiry with how far off it is: `2026-12-17T10:00:00Z (in 6d 23h)`,
+/// or `(expired 2h 5m ago)`.
+fn expiry(at: Option<OffsetDateTime>, now: OffsetDateTime) -> String {
+    let Some(at) = at else {
+        return "-".to_owned();
+    };
+    let seconds = (at - now).whole_seconds();
+    let relative = if seconds >= 0 {
+        format!("in {}", span(seconds))
+    } else {
+        format!("EXPIRED {} ago", span(seconds))
+    };
+    format!("{} ({relative})", when(Some(at)))
+}
+
+/// The `calendars list` table: everything an operator checks at a glance,
+/// one calendar a line: its state, last sync, channel expiry (or `polling`)
+/// and last error (cut to one short line; `calendars show` prints it whole).
+pub fn calendars_table(calendars: &[CalendarView], now: OffsetDateTime) -> String {
+    if calendars.is_empty() {
+        return "no calendars connected".to_owned();
+    }
     let rows: Vec<Vec<String>> = calendars
         .iter()
         .map(|c| {
@@ -87,11 +138,13 @@ pub fn calendars_table(calendars: &[CalendarView]) -> String {
                 c.sync_state.clone(),
                 when(c.last_sync_at),
                 match (&c.channel, c.push_mode.as_str()) {
-                    (Some(ch), _) => when(ch.expires_at),
-                    (None, "polling") => "polling".to_owned(),
+                    (_, "polling") => "polling".to_owned(),
+                    (Some(ch), _) => expiry(ch.expires_at, now),
                     (None, _) => "-".to_owned(),
                 },
-                c.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+                c.last_error
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), |e| one_line(e, ERROR_WIDTH)),
             ]
         })
         .collect();
@@ -152,7 +205,7 @@ pub async fn run(config: &Config, command: CalendarsCommand) -> anyhow::Result<S
             let user = user.map(UserId::parse).transpose()?;
             let calendars = store.calendars(user.as_ref()).await?;
             let views: Vec<CalendarView> = calendars.into_iter().map(Into::into).collect();
-            Ok(calendars_table(&views))
+            Ok(calendars_table(&views, SystemClock.now()))
         }
         CalendarsCommand::Show { id } => {
             let id = parse_id(&id)?;
@@ -223,5 +276,65 @@ mod tests {
             ],
         );
         assert_eq!(out, "A     BB\nlong  x\ns     yy");
+    }
+
+    fn view(state: &str, channel: Option<ChannelView>, error: Option<&str>) -> CalendarView {
+        CalendarView {
+            id: CalendarId::parse("6f1c2b8e-1d2a-4c59-9a39-4f3f7a1c0d11").unwrap(),
+            user_id: "user-1".into(),
+            google_calendar_id: "primary".into(),
+            sync_state: state.into(),
+            last_sync_at: Some(time::macros::datetime!(2026-12-01 10:00 UTC)),
+            full_sync_complete: true,
+            channel,
+            last_error: error.map(str::to_owned),
+            push_mode: "push".into(),
+        }
+    }
+
+    #[test]
+    fn list_shows_state_last_sync_expiry_and_error_at_a_glance() {
+        let now = time::macros::datetime!(2026-12-01 12:00 UTC);
+        let healthy = view(
+            "idle",
+            Some(ChannelView {
+                id: "ch-1".into(),
+                expires_at: Some(time::macros::datetime!(2026-12-08 11:00 UTC)),
+            }),
+            None,
+        );
+        let failing = view(
+            "failing",
+            Some(ChannelView {
+                id: "ch-2".into(),
+                expires_at: Some(time::macros::datetime!(2026-12-01 10:00 UTC)),
+            }),
+            Some(
+                "Google: rate limited\n(retry after 30s) and a very long explanation that goes on and on",
+            ),
+        );
+        let out = calendars_table(&[healthy, failing], now);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].contains("STATE") && lines[0].contains("LAST ERROR"));
+        assert!(lines[1].contains("idle"), "{out}");
+        assert!(lines[1].contains("2026-12-01T10:00:00Z"), "{out}");
+        assert!(
+            lines[1].contains("2026-12-08T11:00:00Z (in 6d 23h)"),
+            "{out}"
+        );
+        assert!(lines[2].contains("failing"), "{out}");
+        assert!(lines[2].contains("(EXPIRED 2h 0m ago)"), "{out}");
+        assert!(
+            lines[2].contains("Google: rate limited (retry after 30s)"),
+            "{out}"
+        );
+        assert!(lines[2].ends_with('…'), "{out}");
+    }
+
+    #[test]
+    fn list_says_when_nothing_is_connected() {
+        let now = time::macros::datetime!(2026-12-01 12:00 UTC);
+        assert_eq!(calendars_table(&[], now), "no calendars connected");
     }
 }

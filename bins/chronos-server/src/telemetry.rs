@@ -1,14 +1,35 @@
-//! Logging: `tracing` to stdout, human-readable or JSON (`log_format`).
-//! `RUST_LOG` overrides the default `info` filter.
+//! Logging: `tracing`, human-readable or JSON (`log_format`). `RUST_LOG`
+//! overrides the default `info` filter.
+//!
+//! The server logs to stdout; the other commands log to stderr, so what they
+//! print (tables, the configuration) stays clean on stdout. In JSON each line
+//! carries its fields flattened, plus the current span and the span list: an
+//! HTTP request's `request_id`, a sync's or a channel registration's
+//! `calendar_id`. No secret is ever a field: tokens and keys are newtypes whose
+//! `Debug`/`Display` print `***` (a test scans a full scenario's debug logs).
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The server's own output.
+    Stdout,
+    /// For commands whose stdout is their answer.
+    Stderr,
+}
+
 /// Installs the global subscriber (once; later calls are ignored, as in tests).
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat, target: LogTarget) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = match target {
+        LogTarget::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+        LogTarget::Stderr => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_target(true);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
@@ -16,6 +37,7 @@ pub fn init(format: LogFormat) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_span_list(true)
             .try_init(),
     };
 }

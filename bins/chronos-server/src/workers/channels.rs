@@ -24,6 +24,7 @@ use sync_domain::{ChannelId, ChannelToken};
 use sync_store::calendars::NewChannel;
 use sync_store::channels::ChannelWork;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// The worker's pace and bounds.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +83,18 @@ fn jitter() -> f64 {
     }
 }
 
+/// Counts a registration in [`crate::metrics::REGISTRATIONS`]: a renewal if
+/// the calendar had a channel, else its first.
+fn count_registration(work: &ChannelWork, outcome: &'static str) {
+    let kind = if work.current_channel_id.is_some() {
+        "renewal"
+    } else {
+        "first"
+    };
+    metrics::counter!(crate::metrics::REGISTRATIONS, "kind" => kind, "outcome" => outcome)
+        .increment(1);
+}
+
 /// A fresh channel id (UUID v4) and a 256-bit token.
 fn new_channel() -> anyhow::Result<NewChannel> {
     let mut id = [0u8; 16];
@@ -120,8 +133,10 @@ impl ChannelWorker {
             .context("claiming calendars due for a channel")?;
         for work in claimed {
             let calendar_id = work.calendar_id;
-            if let Err(e) = self.register(&work, address, report).await {
-                tracing::warn!(calendar = %calendar_id, error = %format!("{e:#}"), "channel registration step failed; the lease will lapse and it is retried");
+            let span = tracing::info_span!("channel", calendar_id = %calendar_id);
+            if let Err(e) = self.register(&work, address, report).instrument(span).await {
+                count_registration(&work, "error");
+                tracing::warn!(calendar_id = %calendar_id, error = %format!("{e:#}"), "channel registration step failed; the lease will lapse and it is retried");
                 let _ = store.release_channel_lease(calendar_id, owner).await;
             }
         }
@@ -184,13 +199,14 @@ impl ChannelWorker {
                     )
                     .await?;
                 tracing::info!(
-                    calendar = %work.calendar_id,
-                    channel = %granted.channel_id,
+                    calendar_id = %work.calendar_id,
+                    channel_id = %granted.channel_id,
                     replaced = work.current_channel_id.as_deref().unwrap_or("-"),
                     expires_at = %plan.expires_at,
                     renew_at = %plan.renew_at,
                     "channel registered"
                 );
+                count_registration(work, "registered");
                 report.registered += 1;
             }
             Err(GoogleError::PushNotSupported) => {
@@ -202,7 +218,8 @@ impl ChannelWorker {
                         "push notifications not supported for this calendar; polling",
                     )
                     .await?;
-                tracing::info!(calendar = %work.calendar_id, "push not supported; calendar switched to polling");
+                tracing::info!(calendar_id = %work.calendar_id, "push not supported; calendar switched to polling");
+                count_registration(work, "polling");
                 report.polling += 1;
             }
             Err(error) => {
@@ -222,7 +239,8 @@ impl ChannelWorker {
                         maybe_created,
                     )
                     .await?;
-                tracing::warn!(calendar = %work.calendar_id, %error, %retry_at, "channel registration failed; retrying later");
+                tracing::warn!(calendar_id = %work.calendar_id, %error, %retry_at, "channel registration failed; retrying later");
+                count_registration(work, "failed");
                 report.failed += 1;
             }
         }
@@ -260,11 +278,13 @@ impl ChannelWorker {
             .await?;
             match outcome {
                 StopOutcome::Stopped => {
-                    tracing::info!(channel = %channel.channel_id, "channel stopped");
+                    tracing::info!(channel_id = %channel.channel_id, "channel stopped");
+                    metrics::counter!(crate::metrics::STOPS, "outcome" => "stopped").increment(1);
                     report.stopped += 1;
                 }
                 StopOutcome::RetryAt(at) => {
-                    tracing::warn!(channel = %channel.channel_id, retry_at = %at, "channel stop failed; retrying later");
+                    tracing::warn!(channel_id = %channel.channel_id, retry_at = %at, "channel stop failed; retrying later");
+                    metrics::counter!(crate::metrics::STOPS, "outcome" => "retry").increment(1);
                     report.stop_failed += 1;
                 }
             }

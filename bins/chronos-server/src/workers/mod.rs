@@ -1,5 +1,5 @@
-//! Background workers: the sync worker ([`sync`]) and the channel lifecycle
-//! worker ([`channels`]). Each runs until the shutdown token is cancelled, then
+//! Background workers: the sync worker ([`sync`]), the channel lifecycle
+//! worker ([`channels`]) and the metrics sampler ([`crate::metrics::run_sampler`]). Each runs until the shutdown token is cancelled, then
 //! finishes or releases what it holds within a bounded time.
 
 pub mod channels;
@@ -28,5 +28,10 @@ pub fn spawn_all(context: &WorkerContext, shutdown: &CancellationToken) -> Vec<J
     vec![
         tokio::spawn(sync::run(context.clone(), shutdown.clone())),
         tokio::spawn(channels::run(context.clone(), shutdown.clone())),
+        tokio::spawn(crate::metrics::run_sampler(
+            context.store.clone(),
+            Arc::clone(&context.clock),
+            shutdown.clone(),
+        )),
     ]
 }

@@ -24,6 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// The sync worker's tuning; [`SyncOptions::from_config`] gives production values.
 #[derive(Debug, Clone)]
@@ -244,22 +245,31 @@ impl SyncWorker {
                 return;
             }
         };
-        let span = tracing::info_span!("sync", calendar = %claim.calendar_id);
-        let _entered = span.enter();
-        let grace = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(self.options.shutdown_grace).await;
-        };
-        tokio::select! {
-            outcome = self.sync(&claim) => self.settle(&claim, outcome).await,
-            () = self.heartbeat(&claim) => {
-                tracing::warn!("lease lost during the sync; abandoning it");
-            }
-            () = grace => {
-                tracing::warn!("sync did not finish within the shutdown grace; giving it back");
-                self.give_back(&claim).await;
-            }
+        let span = tracing::info_span!("sync", calendar_id = %claim.calendar_id);
+        async {
+            let grace = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(self.options.shutdown_grace).await;
+            };
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                outcome = self.sync(&claim) => self.settle(&claim, outcome).await,
+                () = self.heartbeat(&claim) => {
+                    tracing::warn!("lease lost during the sync; abandoning it");
+                    "lease_lost"
+                }
+                () = grace => {
+                    tracing::warn!("sync did not finish within the shutdown grace; giving it back");
+                    self.give_back(&claim).await;
+                    "abandoned"
+                }
+            };
+            metrics::counter!(crate::metrics::SYNCS, "outcome" => outcome).increment(1);
+            metrics::histogram!(crate::metrics::SYNC_DURATION, "outcome" => outcome)
+                .record(started.elapsed().as_secs_f64());
         }
+        .instrument(span)
+        .await;
     }
 
     /// Renews the claim every heartbeat; returns only once the claim is lost.
@@ -354,6 +364,7 @@ impl SyncWorker {
             if !held {
                 return Err(SyncError::LeaseLost);
             }
+            metrics::counter!(crate::metrics::EVENTS_APPLIED).increment(page.items.len() as u64);
             if done {
                 tracing::debug!("synced");
                 return Ok(());
@@ -362,13 +373,20 @@ impl SyncWorker {
         }
     }
 
-    /// Records how a sync ended (success was recorded with its last page).
-    async fn settle(&self, claim: &Claim, outcome: Result<(), SyncError>) {
+    /// Records how a sync ended (success was recorded with its last page);
+    /// returns the outcome label of [`crate::metrics::SYNCS`].
+    async fn settle(&self, claim: &Claim, outcome: Result<(), SyncError>) -> &'static str {
         let error = match outcome {
-            Ok(()) => return,
+            Ok(()) => {
+                if let Some(requested_at) = claim.requested_at {
+                    let latency = (self.clock.now() - requested_at).as_seconds_f64().max(0.0);
+                    metrics::histogram!(crate::metrics::NOTIFICATION_TO_SYNC).record(latency);
+                }
+                return "success";
+            }
             Err(SyncError::LeaseLost) => {
                 tracing::warn!("lease lost during the sync; another worker took over");
-                return;
+                return "lease_lost";
             }
             Err(error) => error,
         };
@@ -381,6 +399,11 @@ impl SyncWorker {
             },
             SyncError::Store(_) | SyncError::LeaseLost => self.retry(claim, None, message),
         };
+        let label = match &action {
+            FailureAction::Retry { .. } => "retry",
+            FailureAction::Gone { .. } => "gone",
+            FailureAction::NeedsReauth { .. } => "needs_reauth",
+        };
         tracing::warn!(error = %error, action = ?action, "sync failed");
         if let Err(e) = self
             .queue
@@ -390,6 +413,7 @@ impl SyncWorker {
             // The lease expires and another claim retries it.
             tracing::warn!(error = %e, "recording a failed sync failed");
         }
+        label
     }
 
     fn retry(&self, claim: &Claim, retry_after: Option<Duration>, error: String) -> FailureAction {
@@ -408,7 +432,7 @@ impl SyncWorker {
             .release(self.claim_ref(claim), self.clock.now())
             .await
         {
-            tracing::warn!(calendar = %claim.calendar_id, error = %e, "releasing a claim failed; its lease will expire");
+            tracing::warn!(calendar_id = %claim.calendar_id, error = %e, "releasing a claim failed; its lease will expire");
         }
     }
 }

@@ -1,0 +1,157 @@
+//! Prometheus metrics: the recorder, installed once per process, and the
+//! sampler that turns the database's aggregate counts into gauges.
+//!
+//! Library crates record through the `metrics` facade (the webhook, Google
+//! calls, channel stops); the workers record syncs and registrations; this
+//! module owns the exporter and serves its text through `GET /metrics`. Every
+//! metric is listed in `docs/operations.md`.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+use sync_domain::ports::Clock;
+use sync_store::Store;
+use sync_store::health::HealthSnapshot;
+use tokio_util::sync::CancellationToken;
+
+/// Syncs by `outcome`: `success`, `retry`, `gone`, `needs_reauth`, `lease_lost`, `abandoned`.
+pub const SYNCS: &str = "chronos_syncs_total";
+/// How long a sync took, by `outcome` as in [`SYNCS`].
+pub const SYNC_DURATION: &str = "chronos_sync_duration_seconds";
+/// Events (created, changed or cancelled) written to the mirror.
+pub const EVENTS_APPLIED: &str = "chronos_sync_events_applied_total";
+/// From the first unserved sync request (a notification, an API call or a
+/// safety-net poll) to the successful end of the sync that served it.
+pub const NOTIFICATION_TO_SYNC: &str = "chronos_notification_to_sync_seconds";
+/// Channel registrations by `kind` (`first`, `renewal`) and `outcome`
+/// (`registered`, `failed`, `polling`).
+pub const REGISTRATIONS: &str = "chronos_channel_registrations_total";
+/// Channel stops by `outcome` (`stopped`, `retry`, `error`).
+pub const STOPS: &str = webhook_http::internal::STOPS_METRIC;
+/// Calendars by `state` (`pending`, `syncing`, `idle`, `failing`, `needs_reauth`, `gone`).
+pub const CALENDARS: &str = "chronos_calendars";
+/// Calendars by `push_mode` (`push`, `polling`).
+pub const CALENDARS_BY_PUSH_MODE: &str = "chronos_calendars_by_push_mode";
+/// Calendars with an unserved sync request.
+pub const PENDING_REQUESTS: &str = "chronos_sync_requests_pending";
+/// Age of the oldest unserved sync request (0 when none).
+pub const OLDEST_PENDING: &str = "chronos_sync_oldest_pending_seconds";
+/// Channels by `state` (`registering`, `active`, `retiring`).
+pub const CHANNELS: &str = "chronos_channels";
+/// Seconds until the soonest active channel expires (+Inf when none).
+pub const SOONEST_EXPIRY: &str = "chronos_channel_soonest_expiry_seconds";
+
+/// How often the sampler reads the database.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
+
+const CALENDAR_STATES: [&str; 6] = [
+    "pending",
+    "syncing",
+    "idle",
+    "failing",
+    "needs_reauth",
+    "gone",
+];
+const PUSH_MODES: [&str; 2] = ["push", "polling"];
+const CHANNEL_STATES: [&str; 3] = ["registering", "active", "retiring"];
+
+/// The process's Prometheus handle: installs the recorder on first use. Tests
+/// start many servers in one process, so this never fails: if another recorder
+/// is already installed, the handle renders a registry nobody records into.
+pub fn handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(install).clone()
+}
+
+fn builder() -> PrometheusBuilder {
+    // Webhook replies take milliseconds; syncs and notification-to-synced take seconds.
+    const FAST: &[f64] = &[
+        0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    const SLOW: &[f64] = &[
+        0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0,
+    ];
+    let builder = PrometheusBuilder::new();
+    let fast = builder.set_buckets_for_metric(
+        Matcher::Full(webhook_http::webhook::DURATION_METRIC.to_owned()),
+        FAST,
+    );
+    let slow = |b: PrometheusBuilder, name: &str| {
+        b.set_buckets_for_metric(Matcher::Full(name.to_owned()), SLOW)
+    };
+    match fast
+        .and_then(|b| slow(b, SYNC_DURATION))
+        .and_then(|b| slow(b, NOTIFICATION_TO_SYNC))
+    {
+        Ok(builder) => builder,
+        // Only empty bucket lists are refused, and these are constants.
+        Err(_) => PrometheusBuilder::new(),
+    }
+}
+
+fn install() -> PrometheusHandle {
+    match builder().install_recorder() {
+        Ok(handle) => handle,
+        Err(error) => {
+            tracing::warn!(%error, "a metrics recorder is already installed; /metrics shows an empty registry");
+            builder().build_recorder().handle()
+        }
+    }
+}
+
+/// Sets the gauges from a snapshot taken at `now`; every known label value is
+/// set (0 when absent) so a state that empties reads 0, not its last value.
+pub fn record_snapshot(snapshot: &HealthSnapshot, now: time::OffsetDateTime) {
+    let count = |pairs: &[(String, i64)], key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(0.0, |(_, n)| *n as f64)
+    };
+    for state in CALENDAR_STATES {
+        metrics::gauge!(CALENDARS, "state" => state)
+            .set(count(&snapshot.calendars_by_state, state));
+    }
+    for mode in PUSH_MODES {
+        metrics::gauge!(CALENDARS_BY_PUSH_MODE, "push_mode" => mode)
+            .set(count(&snapshot.calendars_by_push_mode, mode));
+    }
+    for state in CHANNEL_STATES {
+        metrics::gauge!(CHANNELS, "state" => state).set(count(&snapshot.channels_by_state, state));
+    }
+    metrics::gauge!(PENDING_REQUESTS).set(snapshot.pending_requests as f64);
+    let oldest = snapshot
+        .oldest_pending_request
+        .map_or(0.0, |at| (now - at).as_seconds_f64().max(0.0));
+    metrics::gauge!(OLDEST_PENDING).set(oldest);
+    let soonest = snapshot
+        .soonest_channel_expiry
+        .map_or(f64::INFINITY, |at| (at - now).as_seconds_f64());
+    metrics::gauge!(SOONEST_EXPIRY).set(soonest);
+}
+
+/// Reads the snapshot once and sets the gauges.
+pub async fn sample(store: &Store, clock: &dyn Clock) {
+    match store.health_snapshot().await {
+        Ok(snapshot) => record_snapshot(&snapshot, clock.now()),
+        Err(error) => tracing::warn!(%error, "reading the metrics snapshot failed"),
+    }
+}
+
+/// Samples at startup and every [`SAMPLE_INTERVAL`] until `shutdown`; also runs
+/// the exporter's upkeep (draining histogram samples).
+pub async fn run_sampler(
+    store: Store,
+    clock: std::sync::Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
+    let handle = handle();
+    loop {
+        sample(&store, clock.as_ref()).await;
+        handle.run_upkeep();
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(SAMPLE_INTERVAL) => {}
+        }
+    }
+}
