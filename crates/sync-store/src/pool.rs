@@ -7,7 +7,9 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::deadpool::{Object, Pool as DeadPool, PoolError};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -156,7 +158,14 @@ impl DbPool {
         let runtime = deadpool::Runtime::Tokio1;
         match url {
             DatabaseUrl::Postgres(raw) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(raw.clone());
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                // No `SELECT 1` on every checkout: a connection that failed is
+                // marked broken by diesel-async and discarded on return anyway.
+                config.recycling_method = RecyclingMethod::Fast;
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    raw.clone(),
+                    config,
+                );
                 let pool = DeadPool::builder(manager)
                     .max_size(options.max_size)
                     .wait_timeout(Some(options.wait_timeout))
@@ -168,6 +177,7 @@ impl DbPool {
             }
             DatabaseUrl::Sqlite(path) => {
                 let mut config = ManagerConfig::<AsyncSqliteConnection>::default();
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(|url| {
                     let url = url.to_owned();
                     Box::pin(async move {

@@ -1,12 +1,12 @@
 //! The webhook's two hot-path queries: one round trip each.
 
-use crate::pool::{DbPool, query_error, with_conn};
+use crate::pool::{DbPool, checkout, query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, google_credentials as gc, watch_channels as wc};
 use crate::store::Store;
 use crate::timestamps::to_db;
 use diesel::dsl::case_when;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber};
 
@@ -80,9 +80,10 @@ impl Store {
     }
 }
 
-/// Runs the one `UPDATE` that records `$request` on `$conn`: marks the calendar
-/// pending (keeping the first request's time for the coalescing bound) and, on
-/// the current channel, advances the message number, refusing one not above the last.
+/// The one `UPDATE` that records `$request` on `$conn`, as a future of the
+/// number of rows updated: marks the calendar pending (keeping the first
+/// request's time for the coalescing bound) and, on the current channel,
+/// advances the message number, refusing one not above the last.
 macro_rules! record_statement {
     ($conn:expr, $request:expr) => {{
         let request: &SyncRequest = $request;
@@ -100,30 +101,26 @@ macro_rules! record_statement {
             cs::updated_at.eq(now),
         );
         match request.message_number.map(MessageNumber::get) {
-            None => diesel::update(target).set(changes).execute($conn).await,
-            Some(n) => {
-                diesel::update(
-                    target.filter(
-                        cs::webhook_channel_id
-                            .is_null()
-                            .or(cs::webhook_channel_id.ne(channel))
-                            .or(cs::webhook_last_message_number.is_null())
-                            .or(cs::webhook_last_message_number.lt(n)),
-                    ),
+            None => diesel::update(target).set(changes).execute($conn),
+            Some(n) => diesel::update(
+                target.filter(
+                    cs::webhook_channel_id
+                        .is_null()
+                        .or(cs::webhook_channel_id.ne(channel))
+                        .or(cs::webhook_last_message_number.is_null())
+                        .or(cs::webhook_last_message_number.lt(n)),
+                ),
+            )
+            .set((
+                changes,
+                cs::webhook_last_message_number.eq(case_when(
+                    cs::webhook_channel_id.eq(channel),
+                    Some(n),
                 )
-                .set((
-                    changes,
-                    cs::webhook_last_message_number.eq(case_when(
-                        cs::webhook_channel_id.eq(channel),
-                        Some(n),
-                    )
-                    .otherwise(cs::webhook_last_message_number)),
-                ))
-                .execute($conn)
-                .await
-            }
+                .otherwise(cs::webhook_last_message_number)),
+            ))
+            .execute($conn),
         }
-        .map(|updated| outcome(request, updated))
     }};
 }
 
@@ -136,24 +133,52 @@ fn outcome(request: &SyncRequest, updated: usize) -> RecordOutcome {
 }
 
 /// Records a batch of requests: a lone request in one autocommit statement,
-/// several in one transaction, in order (so a repeated message number within
-/// the batch is still refused).
+/// several in one transaction. Rows are locked in calendar order (a stable
+/// sort keeps each calendar's requests in arrival order, so a repeated message
+/// number is still refused), so concurrent batches never deadlock. On
+/// PostgreSQL the statements are pipelined: sent together, executed in order.
 pub(crate) async fn write_batch(
     pool: &DbPool,
     batch: &[SyncRequest],
 ) -> Result<Vec<RecordOutcome>, StoreError> {
-    with_conn!(pool, |conn| {
-        if let [request] = batch {
-            return Ok(vec![record_statement!(conn, request).map_err(query_error)?]);
-        }
-        conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for request in batch {
-                outcomes.push(record_statement!(&mut *conn, request)?);
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by_key(|&i| batch[i].calendar_id);
+    let sorted: Vec<&SyncRequest> = order.iter().map(|&i| &batch[i]).collect();
+    let updated: Vec<usize> = match pool {
+        DbPool::Postgres(pool) => {
+            let mut conn = checkout(pool).await?;
+            if let [request] = sorted[..] {
+                record_statement!(&mut *conn, request)
+                    .await
+                    .map(|n| vec![n])
+            } else {
+                conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                    let shared: &AsyncPgConnection = conn;
+                    futures::future::try_join_all(sorted.iter().map(|request| {
+                        let mut pipelined = shared;
+                        record_statement!(&mut pipelined, request)
+                    }))
+                    .await
+                })
+                .await
             }
-            Ok(outcomes)
-        })
-        .await
-        .map_err(query_error)
-    })
+        }
+        DbPool::Sqlite(pool) => {
+            let mut conn = checkout(pool).await?;
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                let mut updated = Vec::with_capacity(sorted.len());
+                for request in &sorted {
+                    updated.push(record_statement!(&mut *conn, request).await?);
+                }
+                Ok(updated)
+            })
+            .await
+        }
+    }
+    .map_err(query_error)?;
+    let mut outcomes = vec![RecordOutcome::CalendarGone; batch.len()];
+    for (&index, rows) in order.iter().zip(updated) {
+        outcomes[index] = outcome(&batch[index], rows);
+    }
+    Ok(outcomes)
 }
