@@ -1,6 +1,7 @@
 //! Wiring: the store, Google, the HTTP server and the workers, through the traits.
 
 use crate::config::Config;
+use crate::entropy::OsEntropy;
 use crate::workers::{self, WorkerContext};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
@@ -8,7 +9,7 @@ use google_client::{ClientSecret, GoogleCalendarClient, GoogleConfig, RetryPolic
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
-use sync_domain::ports::{CalendarApi, Clock, CredentialStore, SystemClock, WebhookStore};
+use sync_domain::ports::{CalendarApi, Clock, CredentialStore, Entropy, SystemClock, WebhookStore};
 use sync_store::{PoolOptions, Store};
 use tokio_util::sync::CancellationToken;
 use webhook_http::{InternalState, MetricsRenderer, WebhookState};
@@ -21,6 +22,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Overrides {
     pub calendar: Option<Arc<dyn CalendarApi>>,
     pub clock: Option<Arc<dyn Clock>>,
+    pub entropy: Option<Arc<dyn Entropy>>,
 }
 
 /// A built server, bound and ready to run.
@@ -141,6 +143,7 @@ impl Application {
             store,
             calendar,
             clock,
+            entropy: overrides.entropy.unwrap_or_else(|| Arc::new(OsEntropy)),
             config: Arc::new(config),
             instance_id: instance_id(),
         };

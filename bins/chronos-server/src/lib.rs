@@ -10,6 +10,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod entropy;
 pub mod metrics;
 pub mod operator;
 pub mod telemetry;

@@ -65,6 +65,7 @@ async fn spawn(
         Overrides {
             calendar: Some(calendar),
             clock: Some(clock.clone()),
+            entropy: None,
         },
     )
     .await
@@ -560,6 +561,7 @@ async fn two_instances(backend: Backend) {
                 clock: clock.clone(),
                 config: config.clone(),
                 instance_id: name.to_owned(),
+                entropy: Arc::new(chronos_server::entropy::OsEntropy),
             },
             ChannelSettings::default(),
         )

@@ -51,6 +51,7 @@ async fn spawn(admin_token: Option<&str>) -> (String, TestDb) {
     let overrides = Overrides {
         calendar: Some(Arc::new(FakeGoogleCalendar::new())),
         clock: None,
+        entropy: None,
     };
     let app = Application::build_with(config, overrides).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());

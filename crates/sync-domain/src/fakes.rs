@@ -4,8 +4,8 @@
 use crate::ids::{CalendarId, ChannelId, UserId};
 use crate::notification::MessageNumber;
 use crate::ports::{
-    CachedAccessToken, Clock, CredentialStore, Entropy, RecordOutcome, StoreError,
-    StoredCredentials, SyncRequest, WebhookStore,
+    CachedAccessToken, Clock, CredentialStore, Entropy, EntropyUnavailable, RecordOutcome,
+    StoreError, StoredCredentials, SyncRequest, WebhookStore,
 };
 use crate::secret::RefreshToken;
 use crate::verification::ChannelRecord;
@@ -59,11 +59,12 @@ impl Clock for FakeClock {
 pub struct CountingEntropy(AtomicU64);
 
 impl Entropy for CountingEntropy {
-    fn fill(&self, buf: &mut [u8]) {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), EntropyUnavailable> {
         let n = self.0.fetch_add(1, Ordering::Relaxed);
         for (i, b) in buf.iter_mut().enumerate() {
             *b = (n as u8).wrapping_add(i as u8);
         }
+        Ok(())
     }
 }
 

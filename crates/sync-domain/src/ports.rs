@@ -44,10 +44,26 @@ impl Clock for SystemClock {
     }
 }
 
+/// The OS random source could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the OS random source is unavailable")]
+pub struct EntropyUnavailable;
+
 /// Randomness, behind a trait so tests can make it predictable.
 pub trait Entropy: Send + Sync + 'static {
     /// Fills `buf` with cryptographically secure random bytes.
-    fn fill(&self, buf: &mut [u8]);
+    fn fill(&self, buf: &mut [u8]) -> Result<(), EntropyUnavailable>;
+
+    /// A uniform draw in `[0, 1)`, for jitter; `0.5` in the (never seen)
+    /// case the source fails, since jitter only spreads load.
+    fn unit(&self) -> f64 {
+        let mut bytes = [0u8; 8];
+        if self.fill(&mut bytes).is_err() {
+            return 0.5;
+        }
+        // The top 53 bits make an exactly representable fraction.
+        (u64::from_be_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+    }
 }
 
 /// A request to sync one calendar, as the webhook records it.

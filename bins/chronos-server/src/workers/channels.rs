@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use std::time::Duration;
 use sync_domain::admin::{StopOutcome, stop_channel};
 use sync_domain::calendar::{GoogleError, WatchRequest};
+use sync_domain::ports::Entropy;
 use sync_domain::renewal::{self, RenewalPlan};
 use sync_domain::secret::CHANNEL_TOKEN_BYTES;
 use sync_domain::{ChannelId, ChannelToken};
@@ -74,15 +75,6 @@ pub struct ChannelWorker {
     settings: ChannelSettings,
 }
 
-/// A uniform number in `[0, 1)` from the OS, for jitter (0 if randomness fails).
-fn jitter() -> f64 {
-    let mut bytes = [0u8; 4];
-    match getrandom::fill(&mut bytes) {
-        Ok(()) => f64::from(u32::from_be_bytes(bytes)) / (f64::from(u32::MAX) + 1.0),
-        Err(_) => 0.0,
-    }
-}
-
 /// Counts a registration in [`crate::metrics::REGISTRATIONS`]: a renewal if
 /// the calendar had a channel, else its first.
 fn count_registration(work: &ChannelWork, outcome: &'static str) {
@@ -96,12 +88,13 @@ fn count_registration(work: &ChannelWork, outcome: &'static str) {
 }
 
 /// A fresh channel id (UUID v4) and a 256-bit token.
-fn new_channel() -> anyhow::Result<NewChannel> {
+fn new_channel(entropy: &dyn Entropy) -> anyhow::Result<NewChannel> {
     let mut id = [0u8; 16];
     let mut token = [0u8; CHANNEL_TOKEN_BYTES];
-    getrandom::fill(&mut id)
-        .and_then(|()| getrandom::fill(&mut token))
-        .map_err(|e| anyhow::anyhow!("reading OS randomness for a new channel: {e}"))?;
+    entropy
+        .fill(&mut id)
+        .and_then(|()| entropy.fill(&mut token))
+        .map_err(|e| anyhow::anyhow!("reading randomness for a new channel: {e}"))?;
     Ok(NewChannel {
         channel_id: ChannelId::from_uuid(uuid::Builder::from_random_bytes(id).into_uuid()),
         token: ChannelToken::from_random_bytes(token),
@@ -156,7 +149,7 @@ impl ChannelWorker {
         let Some(calendar) = store.calendar(work.calendar_id).await? else {
             return Ok(()); // disconnected since the claim
         };
-        let channel = new_channel()?;
+        let channel = new_channel(self.context.entropy.as_ref())?;
         store
             .insert_registering_channel(&calendar, &channel)
             .await
@@ -188,7 +181,7 @@ impl ChannelWorker {
                     now,
                     granted.expires_at,
                     self.context.config.channel_ttl,
-                    jitter(),
+                    self.context.entropy.unit(),
                 );
                 store
                     .channel_registered(
@@ -226,7 +219,12 @@ impl ChannelWorker {
                 let failures = u32::try_from(work.failure_count.max(0))
                     .unwrap_or(0)
                     .saturating_add(1);
-                let retry_at = renewal::retry_at(now, failures, jitter(), work.current_expires_at);
+                let retry_at = renewal::retry_at(
+                    now,
+                    failures,
+                    self.context.entropy.unit(),
+                    work.current_expires_at,
+                );
                 // A timeout or 5xx may still have created the channel at Google.
                 let maybe_created = matches!(error, GoogleError::Transient(_));
                 store
@@ -273,7 +271,7 @@ impl ChannelWorker {
                 self.context.calendar.as_ref(),
                 &channel,
                 now,
-                jitter(),
+                self.context.entropy.unit(),
             )
             .await?;
             match outcome {

@@ -7,7 +7,7 @@ pub mod sync;
 
 use crate::config::Config;
 use std::sync::Arc;
-use sync_domain::ports::{CalendarApi, Clock};
+use sync_domain::ports::{CalendarApi, Clock, Entropy};
 use sync_store::Store;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,8 @@ pub struct WorkerContext {
     pub store: Store,
     pub calendar: Arc<dyn CalendarApi>,
     pub clock: Arc<dyn Clock>,
+    /// Randomness for channel ids, tokens and jitter.
+    pub entropy: Arc<dyn Entropy>,
     pub config: Arc<Config>,
     /// Identifies this instance in leases (`host:pid:random`).
     pub instance_id: String,

@@ -9,12 +9,13 @@
 
 use super::WorkerContext;
 use crate::config::Config;
+use crate::entropy::OsEntropy;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use sync_domain::UserId;
 use sync_domain::calendar::{CalendarApi, EventsQuery, GoogleError};
-use sync_domain::ports::{Clock, StoreError};
+use sync_domain::ports::{Clock, Entropy, StoreError};
 use sync_domain::schedule::CoalescingPolicy;
 use sync_domain::sync::{
     BackoffPolicy, Claim, ClaimRef, ClaimRequest, FailureAction, FailureKind, LeasePolicy,
@@ -90,6 +91,7 @@ pub struct SyncWorker {
     clock: Arc<dyn Clock>,
     owner: String,
     options: SyncOptions,
+    entropy: Arc<dyn Entropy>,
 }
 
 impl std::fmt::Debug for SyncWorker {
@@ -116,7 +118,14 @@ impl SyncWorker {
             clock,
             owner: owner.into(),
             options,
+            entropy: Arc::new(OsEntropy),
         }
+    }
+
+    /// The same worker drawing its jitter from `entropy`.
+    pub fn with_entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
+        self.entropy = entropy;
+        self
     }
 
     /// The worker the server runs.
@@ -128,6 +137,7 @@ impl SyncWorker {
             context.instance_id.clone(),
             SyncOptions::from_config(&context.config),
         )
+        .with_entropy(Arc::clone(&context.entropy))
     }
 
     /// Claims and syncs due calendars until `shutdown` is cancelled, then
@@ -418,7 +428,10 @@ impl SyncWorker {
 
     fn retry(&self, claim: &Claim, retry_after: Option<Duration>, error: String) -> FailureAction {
         let failures = u32::try_from(claim.failure_count.saturating_add(1)).unwrap_or(1);
-        let delay = self.options.backoff.delay(failures, retry_after, jitter());
+        let delay = self
+            .options
+            .backoff
+            .delay(failures, retry_after, self.entropy.unit());
         FailureAction::Retry {
             next_attempt_at: self.clock.now() + delay,
             error,
@@ -441,13 +454,4 @@ fn log_task_end(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
         tracing::error!(error = %e, "a sync task panicked; its lease will expire and it will be retried");
     }
-}
-
-/// A uniform draw in `[0, 1]` for the backoff's full jitter.
-fn jitter() -> f64 {
-    let mut bytes = [0u8; 4];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 1.0;
-    }
-    f64::from(u32::from_be_bytes(bytes)) / f64::from(u32::MAX)
 }

@@ -57,6 +57,7 @@ pub async fn spawn_app_with(
     let overrides = Overrides {
         calendar: Some(Arc::new(google.clone())),
         clock: None,
+        entropy: None,
     };
     let app = Application::build_with(config, overrides)
         .await
