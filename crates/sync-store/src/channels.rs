@@ -502,6 +502,7 @@ impl Store {
 
     /// Marks a channel stopped at Google (or expired there: nothing left to stop).
     pub async fn mark_channel_stopped(&self, channel_id: &ChannelId) -> Result<(), StoreError> {
+        self.channel_cache.clear();
         let now = to_db(self.clock.now());
         with_conn!(&self.pool, |conn| {
             diesel::update(wc::table.find(channel_id.as_str()))
@@ -552,6 +553,7 @@ impl Store {
         &self,
         calendar_id: CalendarId,
     ) -> Result<Option<Vec<ChannelToStop>>, StoreError> {
+        self.channel_cache.clear();
         let now = to_db(self.clock.now());
         let calendar = calendar_id.to_string();
         let retired: Option<Vec<String>> = with_conn!(&self.pool, |conn| {

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod calendars;
+mod channel_cache;
 pub mod channels;
 pub mod credentials;
 pub mod crypto;

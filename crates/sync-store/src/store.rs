@@ -1,5 +1,6 @@
 //! The store: a pool and the credentials cipher.
 
+use crate::channel_cache::ChannelCache;
 use crate::crypto::{CredentialCipher, resolve_key};
 use crate::group_commit::GroupCommit;
 use crate::pool::{DatabaseUrl, DbPool, PoolOptions, with_conn};
@@ -14,6 +15,8 @@ pub struct Store {
     pub(crate) pool: DbPool,
     pub(crate) cipher: CredentialCipher,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Recent channel lookups (see `channel_cache`).
+    pub(crate) channel_cache: Arc<ChannelCache>,
     /// Started on first use, on the runtime of the first caller.
     writer: Arc<std::sync::OnceLock<GroupCommit>>,
     url: DatabaseUrl,
@@ -42,6 +45,7 @@ impl Store {
             pool,
             cipher: CredentialCipher::new(&key),
             clock: Arc::new(SystemClock),
+            channel_cache: Arc::default(),
             writer: Arc::default(),
             url,
         })

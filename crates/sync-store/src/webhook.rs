@@ -4,8 +4,9 @@ use crate::pool::{DbPool, checkout, query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, google_credentials as gc, watch_channels as wc};
 use crate::store::Store;
 use crate::timestamps::to_db;
-use diesel::dsl::case_when;
+use diesel::dsl::{case_when, sql};
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber};
@@ -28,6 +29,9 @@ impl Store {
         &self,
         channel_id: &ChannelId,
     ) -> Result<Option<ChannelRecord>, StoreError> {
+        if let Some(record) = self.channel_cache.get(channel_id) {
+            return Ok(Some(record));
+        }
         let row: Option<ChannelRow> = with_conn!(&self.pool, |conn| {
             wc::table
                 .left_join(cs::table.on(cs::id.nullable().eq(wc::calendar_id)))
@@ -47,20 +51,22 @@ impl Store {
                 .optional()
                 .map_err(query_error)?
         });
-        Ok(
-            row.map(|(token, calendar_id, state, current, last, credentials)| {
-                let calendar_id = calendar_id.and_then(|id| CalendarId::parse(id.as_str()).ok());
-                let is_current = current.as_deref() == Some(channel_id.as_str());
-                ChannelRecord {
-                    token: ChannelToken::new(token),
-                    calendar_active: calendar_id.is_some()
-                        && state.as_deref().is_some_and(|s| s != GONE)
-                        && credentials.is_some(),
-                    calendar_id,
-                    last_message_number: last.filter(|_| is_current).map(MessageNumber::new),
-                }
-            }),
-        )
+        let record = row.map(|(token, calendar_id, state, current, last, credentials)| {
+            let calendar_id = calendar_id.and_then(|id| CalendarId::parse(id.as_str()).ok());
+            let is_current = current.as_deref() == Some(channel_id.as_str());
+            ChannelRecord {
+                token: ChannelToken::new(token),
+                calendar_active: calendar_id.is_some()
+                    && state.as_deref().is_some_and(|s| s != GONE)
+                    && credentials.is_some(),
+                calendar_id,
+                last_message_number: last.filter(|_| is_current).map(MessageNumber::new),
+            }
+        });
+        if let Some(record) = &record {
+            self.channel_cache.put(channel_id, record);
+        }
+        Ok(record)
     }
 
     /// Records a sync request durably: through the group-commit writer, which
@@ -90,9 +96,23 @@ macro_rules! record_statement {
         let now = to_db(request.requested_at);
         let calendar_id = request.calendar_id.to_string();
         let channel = request.channel_id.as_str();
+        // The channel must still be live and the user still have credentials:
+        // checked here, in the write, so a cached lookup can never record a
+        // request the SPEC says to drop.
+        let channel_live = sql::<Bool>(
+            "EXISTS (SELECT 1 FROM watch_channels w WHERE w.calendar_id = calendar_sync_state.id \
+             AND w.state <> 'stopped' AND w.channel_id = ",
+        )
+        .bind::<Text, _>(channel)
+        .sql(")");
+        let user_has_credentials = sql::<Bool>(
+            "EXISTS (SELECT 1 FROM google_credentials g WHERE g.user_id = calendar_sync_state.user_id)",
+        );
         let target = cs::table
             .filter(cs::id.eq(calendar_id))
-            .filter(cs::sync_state.ne(GONE));
+            .filter(cs::sync_state.ne(GONE))
+            .filter(channel_live)
+            .filter(user_has_credentials);
         let changes = (
             cs::sync_requested_at.eq(case_when(cs::sync_requested_at.is_null(), Some(now))
                 .otherwise(cs::sync_requested_at)),

@@ -363,3 +363,38 @@ test_on_both_backends!(
         assert_eq!(record.last_message_number, Some(MessageNumber::new(100)));
     }
 );
+
+test_on_both_backends!(
+    a_cached_lookup_never_records_for_a_channel_stopped_elsewhere,
+    async |store: Store| {
+        let calendar = calendar_with_channel(&store, "u1", "chan-1", "tok").await;
+        let channel = ChannelId::parse("chan-1").unwrap();
+        // This instance looks the channel up (and caches it)...
+        assert!(store.find_channel(&channel).await.unwrap().is_some());
+        // ...then another instance (its own cache) stops it.
+        let other = Store::open(
+            store.url().clone(),
+            Some(sync_store::test_support::TEST_ENCRYPTION_KEY),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        other.mark_channel_stopped(&channel).await.unwrap();
+        let before = store
+            .calendar(calendar.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .sync_request_count;
+        let outcome = store
+            .record_sync_request(&request(calendar.id, "chan-1", Some(3)))
+            .await
+            .unwrap();
+        assert_ne!(outcome, RecordOutcome::Recorded);
+        let after = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(after.sync_request_count, before);
+        // And once this instance stops a channel itself, it forgets it at once.
+        store.mark_channel_stopped(&channel).await.unwrap();
+        assert_eq!(store.find_channel(&channel).await.unwrap(), None);
+    }
+);

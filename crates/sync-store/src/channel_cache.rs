@@ -1,0 +1,91 @@
+//! A short-lived, in-process cache of channel lookups for the webhook's hot path.
+//!
+//! A channel's token and calendar never change, so a found, active channel is
+//! kept for [`TTL`]: the repeated notifications of a busy calendar then cost
+//! one database round trip (the write) instead of two. Correctness does not
+//! rest on the cache: the write itself re-checks, in the same statement, that
+//! the channel is not stopped, that the calendar is not gone and that its user
+//! still has credentials, and refuses duplicates (see `webhook.rs`). Channels
+//! this process stops or disconnects are forgotten at once; another instance's
+//! stop is seen within the TTL, during which a `sync` handshake or a wrong
+//! token on that stopped channel may still be answered as for a known one
+//! (200 or 401 instead of 200), and nothing is recorded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use sync_domain::{ChannelId, ChannelRecord};
+
+/// How long a lookup is reused.
+pub const TTL: Duration = Duration::from_secs(30);
+/// Entries kept at most (about 300 bytes each); the cache empties when full.
+pub const CAPACITY: usize = 100_000;
+
+/// Channel id to (record, when it was read).
+#[derive(Debug, Default)]
+pub(crate) struct ChannelCache {
+    entries: Mutex<HashMap<ChannelId, (ChannelRecord, Instant)>>,
+}
+
+impl ChannelCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, (ChannelRecord, Instant)>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fresh cached record, if any.
+    pub(crate) fn get(&self, channel_id: &ChannelId) -> Option<ChannelRecord> {
+        let entries = self.entries();
+        let (record, read_at) = entries.get(channel_id)?;
+        (read_at.elapsed() < TTL).then(|| record.clone())
+    }
+
+    /// Remembers an active channel's record (inactive ones are always re-read).
+    pub(crate) fn put(&self, channel_id: &ChannelId, record: &ChannelRecord) {
+        if !record.calendar_active {
+            return;
+        }
+        let mut entries = self.entries();
+        if entries.len() >= CAPACITY {
+            entries.clear();
+        }
+        entries.insert(channel_id.clone(), (record.clone(), Instant::now()));
+    }
+
+    /// Forgets everything (after this process changed a channel's state).
+    pub(crate) fn clear(&self) {
+        self.entries().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sync_domain::{CalendarId, ChannelToken};
+
+    fn record(active: bool) -> ChannelRecord {
+        ChannelRecord {
+            token: ChannelToken::new("t"),
+            calendar_id: Some(CalendarId::from_uuid(uuid::Uuid::nil())),
+            calendar_active: active,
+            last_message_number: None,
+        }
+    }
+
+    #[test]
+    fn keeps_active_channels_only_and_forgets_on_clear() {
+        let cache = ChannelCache::default();
+        let (a, b) = (
+            ChannelId::parse("a").unwrap(),
+            ChannelId::parse("b").unwrap(),
+        );
+        cache.put(&a, &record(true));
+        cache.put(&b, &record(false));
+        assert_eq!(cache.get(&a), Some(record(true)));
+        assert_eq!(cache.get(&b), None);
+        cache.clear();
+        assert_eq!(cache.get(&a), None);
+    }
+}
