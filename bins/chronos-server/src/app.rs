@@ -101,6 +101,14 @@ impl Application {
         let store = open_store(&config).await?;
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = store.with_clock(Arc::clone(&clock));
+        if matches!(config.database_url, sync_store::DatabaseUrl::Sqlite(_)) {
+            // One process per SQLite database: leases left by a killed
+            // predecessor need not run out before their work resumes.
+            let expired = store.expire_all_leases().await?;
+            if expired > 0 {
+                tracing::info!(expired, "took over the leases of a previous run");
+            }
+        }
         let calendar = match overrides.calendar {
             Some(calendar) => calendar,
             None => google_client(&config, &store, Arc::clone(&clock))?,

@@ -4,6 +4,7 @@ use crate::channel_cache::ChannelCache;
 use crate::crypto::{CredentialCipher, resolve_key};
 use crate::group_commit::GroupCommit;
 use crate::pool::{DatabaseUrl, DbPool, PoolOptions, with_conn};
+use crate::timestamps::to_db;
 use async_trait::async_trait;
 use diesel_async::RunQueryDsl;
 use std::sync::Arc;
@@ -60,6 +61,29 @@ impl Store {
     /// The group-commit writer for sync requests.
     pub(crate) fn group_commit(&self) -> &GroupCommit {
         self.writer.get_or_init(|| GroupCommit::start(&self.pool))
+    }
+
+    /// Ends every sync and channel lease now, so that work a killed process
+    /// held is taken up at once instead of after its lease runs out. Only for
+    /// a process that knows it is alone on the database (SQLite, at startup).
+    pub async fn expire_all_leases(&self) -> Result<usize, StoreError> {
+        use crate::schema::calendar_sync_state as cs;
+        use diesel::{ExpressionMethods as _, QueryDsl as _};
+        let past = to_db(self.clock.now() - time::Duration::seconds(1));
+        let expired = with_conn!(&self.pool, |conn| {
+            let syncs = diesel::update(cs::table.filter(cs::lease_owner.is_not_null()))
+                .set(cs::lease_expires_at.eq(Some(past)))
+                .execute(conn)
+                .await
+                .map_err(crate::pool::query_error)?;
+            let channels = diesel::update(cs::table.filter(cs::channel_lease_owner.is_not_null()))
+                .set(cs::channel_lease_expires_at.eq(Some(past)))
+                .execute(conn)
+                .await
+                .map_err(crate::pool::query_error)?;
+            syncs + channels
+        });
+        Ok(expired)
     }
 
     /// The pool, for code in other crates that adds its own queries.

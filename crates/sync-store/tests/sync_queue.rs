@@ -466,3 +466,23 @@ test_on_both_backends!(
         );
     }
 );
+
+test_on_both_backends!(
+    expiring_every_lease_hands_a_dead_owners_claims_over_at_once,
+    async |store: Store| {
+        let calendar = connected(&store, "u1", "primary").await;
+        let claimed = claim_at(&store, "dead-process", later(5_000), 0).await;
+        assert_eq!(claimed.len(), 1);
+        // Its lease is still running: nobody else may take the calendar...
+        assert!(
+            claim_at(&store, "new-process", later(6_000), 0)
+                .await
+                .is_empty()
+        );
+        // ...until a lone process starting up ends every lease.
+        assert_eq!(store.expire_all_leases().await.unwrap(), 1);
+        let taken = claim_at(&store, "new-process", later(6_000), 0).await;
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].calendar_id, calendar.id);
+    }
+);
