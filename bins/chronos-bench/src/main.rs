@@ -2,15 +2,19 @@
 //! minimal actix-web ceiling, with figures printed for `docs/benchmarks.md`.
 //!
 //! - `webhook`: the webhook load benchmark (issue 7), [`webhook`];
-//! - `ceiling-server`: the minimal `{}` endpoint the figures are compared to, [`ceiling`].
+//! - `ceiling-server`: the minimal `{}` endpoint the figures are compared to, [`ceiling`];
+//! - `sync`: events applied per second by a full sync from a fake Google, [`sync`];
+//! - `coalesce`: syncs per calendar after a burst of notifications, [`coalesce`].
 //!
 //! Shared parts: the load generator and latency histogram ([`load`]), the
 //! server child process ([`server`]) and the seeded databases ([`database`]).
 
 mod ceiling;
+mod coalesce;
 mod database;
 mod load;
 mod server;
+mod sync;
 mod webhook;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +32,10 @@ struct Cli {
 enum Command {
     /// The webhook load benchmark: ceiling, PostgreSQL and SQLite.
     Webhook(webhook::WebhookArgs),
+    /// The sync benchmark: a full sync of a large calendar from a fake Google.
+    Sync(sync::SyncArgs),
+    /// The coalescing figure: syncs per calendar after a burst of notifications.
+    Coalesce(coalesce::CoalesceArgs),
     /// Serves the minimal actix-web endpoint (`{}`, no database) on `--bind`.
     CeilingServer {
         /// Address to listen on.
@@ -44,5 +52,15 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(webhook::run(args)),
+        Command::Sync(args) => runtime()?.block_on(sync::run(args)),
+        Command::Coalesce(args) => runtime()?.block_on(coalesce::run(args)),
     }
+}
+
+/// The runtime of the sync and coalesce benchmarks (the fake Google serves on its own threads).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
