@@ -6,7 +6,7 @@ mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::seed_calendar;
+use sync_store::test_support::seed_calendar;
 use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
 
 const CHANNEL: &str = "0d6c1a52-8a7e-4d8e-b3c1-6b0f4f0e9c21";

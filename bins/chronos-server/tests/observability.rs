@@ -6,10 +6,11 @@
 mod support;
 
 use std::time::Duration;
-use support::{ADMIN_TOKEN, seed_calendar, spawn_app};
+use support::{ADMIN_TOKEN, spawn_app};
 use sync_domain::ports::SystemClock;
 use sync_domain::{GoogleCalendarId, UserId};
 use sync_store::test_support::Backend;
+use sync_store::test_support::seed_calendar;
 
 const CHANNEL: &str = "5d9e2b1c-7a4f-4b3e-9c8d-1f2e3a4b5c6d";
 const TOKEN: &str = "observability-channel-token";

@@ -7,8 +7,9 @@ mod support;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
-use support::{seed_calendar, spawn_app};
+use support::spawn_app;
 use sync_store::test_support::Backend;
+use sync_store::test_support::seed_calendar;
 
 const CHANNEL: &str = "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0";
 const TOKEN: &str = "Qm8Xv2Lc7Rt4Yw1Zs6Nd3Fh9Gj0Ja5Sx2Ce8Uv4Kp1";

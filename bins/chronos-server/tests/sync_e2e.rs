@@ -7,10 +7,11 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{TestApp, seed_calendar, spawn_app_with};
+use support::{TestApp, spawn_app_with};
 use sync_domain::{GoogleCalendarId, UserId};
 use sync_store::calendars::Calendar;
 use sync_store::test_support::Backend;
+use sync_store::test_support::seed_calendar;
 
 const CHANNEL: &str = "0f6a3c5e-2b1d-4e8f-9a7b-6c5d4e3f2a1b";
 const TOKEN: &str = "Qm9vazNyZWFkeUZvclRoZVN5bmNFbmdpbmVUZXN0czE";

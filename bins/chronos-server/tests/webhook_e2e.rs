@@ -5,8 +5,9 @@
 mod support;
 
 use serde_json::Value;
-use support::{TestApp, seed_calendar, spawn_app};
+use support::{TestApp, spawn_app};
 use sync_store::test_support::Backend;
+use sync_store::test_support::seed_calendar;
 
 const CHANNEL: &str = "5b7a9ab6-3f7c-4c4e-9a43-2f6d1f3f0a11";
 const TOKEN: &str = "Yx3c0n8kq1mF6wQ0b2sJ7rT9uV4eZ5aD1gH8iK2lM3n";
@@ -163,9 +164,10 @@ async fn orphaned_channel(backend: Backend) {
         return;
     };
     // A known channel whose user has no credentials: 200 {} and nothing recorded.
-    let calendar =
-        support::seed_calendar_without_credentials(&app.store, "user-2", "primary", CHANNEL, TOKEN)
-            .await;
+    let calendar = sync_store::test_support::seed_calendar_without_credentials(
+        &app.store, "user-2", "primary", CHANNEL, TOKEN,
+    )
+    .await;
     let before = app
         .store
         .calendar(calendar.id)

@@ -8,8 +8,11 @@
 // A test helper fails its test by panicking: that is its error path.
 #![allow(clippy::expect_used, clippy::panic)]
 
+use crate::calendars::{Calendar, NewChannel};
 use crate::{DatabaseUrl, PoolOptions, Store};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
+use sync_domain::ports::CredentialStore as _;
+use sync_domain::{ChannelId, ChannelToken, GoogleCalendarId, RefreshToken, ResourceId, UserId};
 
 /// The env var naming the PostgreSQL server tests may use.
 pub const TEST_DATABASE_URL: &str = "CHRONOS_TEST_DATABASE_URL";
@@ -148,6 +151,65 @@ impl Drop for TestDb {
         })
         .join();
     }
+}
+
+/// Seeds a user with credentials and a connected calendar whose current channel
+/// is `channel` with `token` (as if registered with Google).
+pub async fn seed_calendar(
+    store: &Store,
+    user: &str,
+    google_calendar: &str,
+    channel: &str,
+    token: &str,
+) -> Calendar {
+    let user_id = UserId::parse(user).expect("a valid test user id");
+    store
+        .put_refresh_token(&user_id, &RefreshToken::new("1//test-refresh"))
+        .await
+        .expect("storing test credentials");
+    seed_calendar_without_credentials(store, user, google_calendar, channel, token).await
+}
+
+/// As [`seed_calendar`], but the user has no credentials (an orphaned channel).
+pub async fn seed_calendar_without_credentials(
+    store: &Store,
+    user: &str,
+    google_calendar: &str,
+    channel: &str,
+    token: &str,
+) -> Calendar {
+    let user_id = UserId::parse(user).expect("a valid test user id");
+    let google_calendar =
+        GoogleCalendarId::parse(google_calendar).expect("a valid test calendar id");
+    let (calendar, _) = store
+        .connect_calendar(&user_id, &google_calendar)
+        .await
+        .expect("connecting the test calendar");
+    let channel_id = ChannelId::parse(channel).expect("a valid test channel id");
+    store
+        .insert_registering_channel(
+            &calendar,
+            &NewChannel {
+                channel_id: channel_id.clone(),
+                token: ChannelToken::new(token),
+            },
+        )
+        .await
+        .expect("persisting the test channel");
+    store
+        .activate_channel(
+            calendar.id,
+            &channel_id,
+            &ResourceId::parse("resource-1").expect("a valid resource id"),
+            None,
+        )
+        .await
+        .expect("activating the test channel");
+    store
+        .calendar(calendar.id)
+        .await
+        .expect("reading the seeded calendar")
+        .expect("the seeded calendar exists")
 }
 
 /// Declares a test that runs once per backend, as `NAME::sqlite` and `NAME::postgres`.

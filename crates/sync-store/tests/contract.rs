@@ -13,45 +13,12 @@ use sync_domain::{
     RefreshToken, ResourceId, UserId,
 };
 use sync_store::Store;
-use sync_store::calendars::{Calendar, NewChannel};
+use sync_store::calendars::NewChannel;
 use sync_store::test_on_both_backends;
+use sync_store::test_support::seed_calendar;
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
-}
-
-async fn calendar_with_channel(store: &Store, owner: &str, channel: &str, token: &str) -> Calendar {
-    let owner = user(owner);
-    store
-        .put_refresh_token(&owner, &RefreshToken::new("1//refresh"))
-        .await
-        .unwrap();
-    let (calendar, created) = store
-        .connect_calendar(&owner, &GoogleCalendarId::parse("primary").unwrap())
-        .await
-        .unwrap();
-    assert!(created);
-    let channel_id = ChannelId::parse(channel).unwrap();
-    store
-        .insert_registering_channel(
-            &calendar,
-            &NewChannel {
-                channel_id: channel_id.clone(),
-                token: ChannelToken::new(token),
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .activate_channel(
-            calendar.id,
-            &channel_id,
-            &ResourceId::parse("res-1").unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
-    store.calendar(calendar.id).await.unwrap().unwrap()
 }
 
 fn request(calendar: CalendarId, channel: &str, number: Option<i64>) -> SyncRequest {
@@ -104,7 +71,7 @@ test_on_both_backends!(
 test_on_both_backends!(
     recorded_request_is_durable_and_coalesces,
     async |store: Store| {
-        let calendar = calendar_with_channel(&store, "u1", "chan-1", "tok").await;
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
         let first_pending = calendar.sync_requested_at;
         assert!(
             first_pending.is_some(),
@@ -143,7 +110,7 @@ test_on_both_backends!(
 test_on_both_backends!(
     message_number_not_above_last_is_refused,
     async |store: Store| {
-        let calendar = calendar_with_channel(&store, "u1", "chan-1", "tok").await;
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
         let record = |n| request(calendar.id, "chan-1", Some(n));
         assert_eq!(
             store.record_sync_request(&record(5)).await.unwrap(),
@@ -216,7 +183,7 @@ test_on_both_backends!(
 test_on_both_backends!(
     replaced_channel_still_verifies_during_overlap,
     async |store: Store| {
-        let calendar = calendar_with_channel(&store, "u1", "chan-old", "old-token").await;
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-old", "old-token").await;
         let new_id = ChannelId::parse("chan-new").unwrap();
         store
             .insert_registering_channel(
@@ -329,7 +296,7 @@ async fn unreachable_postgres_is_unavailable_not_a_panic() {
 test_on_both_backends!(
     concurrent_requests_are_all_committed_once,
     async |store: Store| {
-        let calendar = calendar_with_channel(&store, "u1", "chan-1", "tok").await;
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
         let before = store
             .calendar(calendar.id)
             .await
@@ -367,7 +334,7 @@ test_on_both_backends!(
 test_on_both_backends!(
     a_cached_lookup_never_records_for_a_channel_stopped_elsewhere,
     async |store: Store| {
-        let calendar = calendar_with_channel(&store, "u1", "chan-1", "tok").await;
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
         let channel = ChannelId::parse("chan-1").unwrap();
         // This instance looks the channel up (and caches it)...
         assert!(store.find_channel(&channel).await.unwrap().is_some());

@@ -7,10 +7,7 @@ use chronos_server::app::{Application, Overrides};
 use chronos_server::config::RawConfig;
 use google_client::fakes::FakeGoogleCalendar;
 use std::sync::Arc;
-use sync_domain::ports::CredentialStore as _;
-use sync_domain::{ChannelId, ChannelToken, GoogleCalendarId, RefreshToken, ResourceId, UserId};
 use sync_store::Store;
-use sync_store::calendars::{Calendar, NewChannel};
 use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
 
 /// The admin token every test server uses.
@@ -84,57 +81,4 @@ impl TestApp {
         }
         request.send().await.expect("sending a notification")
     }
-}
-
-/// Seeds a user with credentials and a connected calendar whose current channel
-/// is `channel` with `token` (as if registered with Google).
-pub async fn seed_calendar(
-    store: &Store,
-    user: &str,
-    calendar: &str,
-    channel: &str,
-    token: &str,
-) -> Calendar {
-    let user_id = UserId::parse(user).unwrap();
-    store
-        .put_refresh_token(&user_id, &RefreshToken::new("1//test-refresh"))
-        .await
-        .unwrap();
-    seed_calendar_without_credentials(store, user, calendar, channel, token).await
-}
-
-/// As [`seed_calendar`], but the user has no credentials (an orphaned channel).
-pub async fn seed_calendar_without_credentials(
-    store: &Store,
-    user: &str,
-    calendar: &str,
-    channel: &str,
-    token: &str,
-) -> Calendar {
-    let user_id = UserId::parse(user).unwrap();
-    let (calendar, _) = store
-        .connect_calendar(&user_id, &GoogleCalendarId::parse(calendar).unwrap())
-        .await
-        .unwrap();
-    let channel_id = ChannelId::parse(channel).unwrap();
-    store
-        .insert_registering_channel(
-            &calendar,
-            &NewChannel {
-                channel_id: channel_id.clone(),
-                token: ChannelToken::new(token),
-            },
-        )
-        .await
-        .unwrap();
-    store
-        .activate_channel(
-            calendar.id,
-            &channel_id,
-            &ResourceId::parse("resource-1").unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
-    store.calendar(calendar.id).await.unwrap().unwrap()
 }
