@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use sync_domain::ports::Clock;
 use sync_store::Store;
+use sync_store::calendars::sync_state;
+use sync_store::channels::{push_mode, state};
 use sync_store::health::HealthSnapshot;
 use tokio_util::sync::CancellationToken;
 
@@ -44,16 +46,9 @@ pub const SOONEST_EXPIRY: &str = "chronos_channel_soonest_expiry_seconds";
 /// How often the sampler reads the database.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
 
-const CALENDAR_STATES: [&str; 6] = [
-    "pending",
-    "syncing",
-    "idle",
-    "failing",
-    "needs_reauth",
-    "gone",
-];
-const PUSH_MODES: [&str; 2] = ["push", "polling"];
-const CHANNEL_STATES: [&str; 3] = ["registering", "active", "retiring"];
+const CALENDAR_STATES: [&str; 6] = sync_state::ALL;
+const PUSH_MODES: [&str; 2] = [push_mode::PUSH, push_mode::POLLING];
+const CHANNEL_STATES: [&str; 3] = [state::REGISTERING, state::ACTIVE, state::RETIRING];
 
 /// The process's Prometheus handle: installs the recorder on first use. Tests
 /// start many servers in one process, so this never fails: if another recorder

@@ -1,5 +1,6 @@
 //! Connected calendars and their watch channels.
 
+use crate::channels::{push_mode, state};
 use crate::pool::{query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, watch_channels as wc};
 use crate::store::Store;
@@ -10,6 +11,24 @@ use sync_domain::ports::StoreError;
 use sync_domain::{CalendarId, ChannelId, ChannelToken, GoogleCalendarId, ResourceId, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
+
+/// `calendar_sync_state.sync_state` values.
+pub mod sync_state {
+    /// Waiting to be synced.
+    pub const PENDING: &str = "pending";
+    /// Claimed by a sync worker.
+    pub const SYNCING: &str = "syncing";
+    /// Synced, nothing to do.
+    pub const IDLE: &str = "idle";
+    /// The last sync failed; a retry is scheduled.
+    pub const FAILING: &str = "failing";
+    /// Google refused the user's refresh token; waits for new credentials.
+    pub const NEEDS_REAUTH: &str = "needs_reauth";
+    /// The calendar no longer exists at Google; it takes no sync requests.
+    pub const GONE: &str = "gone";
+    /// Every state, for metrics.
+    pub const ALL: [&str; 6] = [PENDING, SYNCING, IDLE, FAILING, NEEDS_REAUTH, GONE];
+}
 
 /// A connected calendar as the internal API and the CLI show it.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
@@ -101,7 +120,7 @@ impl Store {
                     cs::id.eq(&id),
                     cs::user_id.eq(user_id.as_str()),
                     cs::google_calendar_id.eq(google_calendar_id.as_str()),
-                    cs::sync_state.eq("pending"),
+                    cs::sync_state.eq(sync_state::PENDING),
                     cs::sync_requested_at.eq(Some(now)),
                     cs::sync_last_requested_at.eq(Some(now)),
                     cs::created_at.eq(now),
@@ -184,7 +203,7 @@ impl Store {
                     wc::user_id.eq(&calendar.user_id),
                     wc::google_calendar_id.eq(&calendar.google_calendar_id),
                     wc::token.eq(channel.token.expose()),
-                    wc::state.eq("registering"),
+                    wc::state.eq(state::REGISTERING),
                     wc::created_at.eq(now),
                     wc::updated_at.eq(now),
                 ))
@@ -212,7 +231,7 @@ impl Store {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
                 let token: String = diesel::update(wc::table.find(channel))
                     .set((
-                        wc::state.eq("active"),
+                        wc::state.eq(state::ACTIVE),
                         wc::resource_id.eq(Some(resource_id.as_str())),
                         wc::expires_at.eq(expires),
                         wc::updated_at.eq(now),
@@ -225,10 +244,10 @@ impl Store {
                     wc::table
                         .filter(wc::calendar_id.eq(Some(&calendar)))
                         .filter(wc::channel_id.ne(channel))
-                        .filter(wc::state.eq("active")),
+                        .filter(wc::state.eq(state::ACTIVE)),
                 )
                 .set((
-                    wc::state.eq("retiring"),
+                    wc::state.eq(state::RETIRING),
                     wc::stop_after.eq(Some(now)),
                     wc::updated_at.eq(now),
                 ))
@@ -241,7 +260,7 @@ impl Store {
                         cs::webhook_expires_at.eq(expires),
                         cs::webhook_channel_token.eq(Some(token)),
                         cs::webhook_last_message_number.eq(None::<i64>),
-                        cs::push_mode.eq("push"),
+                        cs::push_mode.eq(push_mode::PUSH),
                         cs::updated_at.eq(now),
                     ))
                     .execute(conn)

@@ -102,7 +102,7 @@ macro_rules! due_and_free {
     ($query:expr, $now:expr) => {
         $query
             .filter(cs::push_mode.eq(push_mode::PUSH))
-            .filter(cs::sync_state.ne(crate::webhook::GONE))
+            .filter(cs::sync_state.ne(crate::calendars::sync_state::GONE))
             .filter(
                 cs::channel_next_attempt_at
                     .is_null()
@@ -408,7 +408,7 @@ impl Store {
             });
         }
         let live_calendars = cs::table
-            .filter(cs::sync_state.ne(crate::webhook::GONE))
+            .filter(cs::sync_state.ne(crate::calendars::sync_state::GONE))
             .select(cs::id.nullable());
         retired += with_conn!(&self.pool, |conn| {
             diesel::update(

@@ -1,5 +1,6 @@
 //! Google credentials, encrypted at rest ([`crate::crypto`]).
 
+use crate::calendars::sync_state::{GONE, NEEDS_REAUTH, PENDING};
 use crate::pool::{query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, google_credentials as gc};
 use crate::store::Store;
@@ -10,9 +11,6 @@ use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use sync_domain::ports::{CachedAccessToken, CredentialStore, StoreError, StoredCredentials};
 use sync_domain::{AccessToken, RefreshToken, UserId};
 use time::PrimitiveDateTime;
-
-/// Calendar state while its user's credentials are refused.
-pub const NEEDS_REAUTH: &str = "needs_reauth";
 
 type CredentialRow = (Vec<u8>, Option<Vec<u8>>, Option<PrimitiveDateTime>, bool);
 
@@ -104,7 +102,7 @@ impl CredentialStore for Store {
                         .filter(cs::sync_state.eq(NEEDS_REAUTH)),
                 )
                 .set((
-                    cs::sync_state.eq("pending"),
+                    cs::sync_state.eq(PENDING),
                     cs::sync_requested_at.eq(Some(now)),
                     cs::sync_last_requested_at.eq(Some(now)),
                     cs::next_attempt_at.eq(None::<PrimitiveDateTime>),
@@ -160,7 +158,7 @@ impl CredentialStore for Store {
                 diesel::update(
                     cs::table
                         .filter(cs::user_id.eq(user))
-                        .filter(cs::sync_state.ne("gone")),
+                        .filter(cs::sync_state.ne(GONE)),
                 )
                 .set((cs::sync_state.eq(NEEDS_REAUTH), cs::updated_at.eq(now)))
                 .execute(conn)

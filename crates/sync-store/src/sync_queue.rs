@@ -7,13 +7,13 @@
 //! (one process). Every write made for a claim is filtered on `lease_owner`,
 //! so a worker whose lease expired and was taken over changes nothing.
 
-use crate::credentials::NEEDS_REAUTH;
+use crate::calendars::sync_state::{FAILING, GONE, IDLE, NEEDS_REAUTH, PENDING};
+use crate::channels::{push_mode, state};
 use crate::events::page_rows;
 use crate::pool::{DbPool, query_error, with_conn};
 use crate::schema::{calendar_events as ce, calendar_sync_state as cs, watch_channels as wc};
 use crate::store::Store;
 use crate::timestamps::to_db;
-use crate::webhook::GONE;
 use async_trait::async_trait;
 use diesel::dsl::case_when;
 use diesel::prelude::*;
@@ -25,13 +25,6 @@ use sync_domain::sync::{
 };
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
-
-/// Synced, nothing to do.
-const IDLE: &str = "idle";
-/// Waiting to be synced.
-const PENDING: &str = "pending";
-/// The last sync failed; a retry is scheduled.
-const FAILING: &str = "failing";
 
 /// Claims due calendars and those whose lease expired, in one statement; the
 /// candidate subquery is closed by the caller after an optional lock clause.
@@ -387,10 +380,10 @@ impl SyncQueue for Store {
                             diesel::update(
                                 wc::table
                                     .filter(wc::calendar_id.eq(Some(&calendar)))
-                                    .filter(wc::state.eq("active")),
+                                    .filter(wc::state.eq(state::ACTIVE)),
                             )
                             .set((
-                                wc::state.eq("retiring"),
+                                wc::state.eq(state::RETIRING),
                                 wc::stop_after.eq(Some(now)),
                                 wc::updated_at.eq(now),
                             ))
@@ -442,10 +435,10 @@ impl SyncQueue for Store {
                 .or(cs::last_sync_at.is_null().and(cs::created_at.le(before)))
         };
         let push_stale = cs::push_mode
-            .ne("polling")
+            .ne(push_mode::POLLING)
             .and(stale_before(cutoffs.push_synced_before));
         let polling_stale = cs::push_mode
-            .eq("polling")
+            .eq(push_mode::POLLING)
             .and(stale_before(cutoffs.polling_synced_before));
         let updated = with_conn!(&self.pool, |conn| {
             diesel::update(

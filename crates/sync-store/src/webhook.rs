@@ -1,5 +1,7 @@
 //! The webhook's two hot-path queries: one round trip each.
 
+use crate::calendars::sync_state::GONE;
+use crate::channels::state;
 use crate::pool::{DbPool, checkout, query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, google_credentials as gc, watch_channels as wc};
 use crate::store::Store;
@@ -10,9 +12,6 @@ use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber};
-
-/// Sync states in which a calendar no longer takes requests.
-pub(crate) const GONE: &str = "gone";
 
 type ChannelRow = (
     String,         // token
@@ -37,7 +36,7 @@ impl Store {
                 .left_join(cs::table.on(cs::id.nullable().eq(wc::calendar_id)))
                 .left_join(gc::table.on(gc::user_id.nullable().eq(cs::user_id.nullable())))
                 .filter(wc::channel_id.eq(channel_id.as_str()))
-                .filter(wc::state.ne("stopped"))
+                .filter(wc::state.ne(state::STOPPED))
                 .select((
                     wc::token,
                     wc::calendar_id,
