@@ -17,8 +17,8 @@ use url::Url;
 /// The file read when `CHRONOS_CONFIG` is unset.
 pub const DEFAULT_CONFIG_FILE: &str = "chronos.toml";
 
-/// The settings as written, before validation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The settings as written, before validation; `Debug` hides the secrets.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawConfig {
     pub database_url: String,
     pub bind: String,
@@ -54,6 +54,31 @@ impl Default for RawConfig {
             log_format: "pretty".into(),
             encryption_key: None,
         }
+    }
+}
+
+impl std::fmt::Debug for RawConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "***");
+        // An unparsable URL may still hold a password: show none of it.
+        let database_url = DatabaseUrl::parse(&self.database_url)
+            .map_or_else(|_| "***".to_owned(), |url| url.redacted());
+        f.debug_struct("RawConfig")
+            .field("database_url", &database_url)
+            .field("bind", &self.bind)
+            .field("webhook_base_url", &self.webhook_base_url)
+            .field("google_api_base_url", &self.google_api_base_url)
+            .field("google_token_url", &self.google_token_url)
+            .field("google_client_id", &self.google_client_id)
+            .field("google_client_secret", &hidden(&self.google_client_secret))
+            .field("admin_token", &hidden(&self.admin_token))
+            .field("sync_debounce_ms", &self.sync_debounce_ms)
+            .field("sync_max_delay_ms", &self.sync_max_delay_ms)
+            .field("poll_interval_secs", &self.poll_interval_secs)
+            .field("channel_ttl_secs", &self.channel_ttl_secs)
+            .field("log_format", &self.log_format)
+            .field("encryption_key", &hidden(&self.encryption_key))
+            .finish()
     }
 }
 
@@ -362,6 +387,26 @@ mod tests {
         let shown = format!("{:?} {:?}", config, config.redacted_lines());
         for secret in ["admin-token-0123456789", "client-secret-value", "hunter2"] {
             assert!(!shown.contains(secret), "{secret} leaked");
+        }
+    }
+
+    #[test]
+    fn raw_config_debug_hides_secrets() {
+        let raw = RawConfig {
+            database_url: "postgres://u:hunter2@db/chronos".into(),
+            google_client_secret: Some("client-secret-value".into()),
+            admin_token: Some("admin-token-0123456789".into()),
+            encryption_key: Some("c2VjcmV0LWtleS12YWx1ZQ==".into()),
+            ..RawConfig::default()
+        };
+        let shown = format!("{raw:?}");
+        for secret in [
+            "hunter2",
+            "client-secret-value",
+            "admin-token-0123456789",
+            "c2VjcmV0",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
     }
 
