@@ -82,7 +82,8 @@ pub fn google_client(
 fn instance_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "chronos".to_owned());
     let mut suffix = [0u8; 4];
-    let _ = getrandom::fill(&mut suffix);
+    // Should the source fail, host and process id still tell instances apart.
+    let _ = OsEntropy.fill(&mut suffix);
     format!(
         "{host}:{}:{:08x}",
         std::process::id(),
@@ -142,6 +143,12 @@ impl Application {
                 .configure(webhook_http::configure_internal)
                 .default_service(web::to(webhook_http::error::not_found))
         })
+        .workers(
+            std::env::var("CHRONOS_EXPERIMENT_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
+        )
         .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
         .listen(listener)
         .context("starting the HTTP server")?
