@@ -28,12 +28,26 @@ ci:
 migrate:
     cargo run -p chronos-server -- migrate
 
-# The webhook load benchmark (issue 7): the release server on PostgreSQL and
-# SQLite next to a minimal actix-web ceiling. Figures go in docs/benchmarks.md.
+# The benchmarks of issue 7, one after the other (figures in docs/benchmarks.md):
+# the webhook load benchmark (the release server on PostgreSQL and SQLite next
+# to a minimal actix-web ceiling; ARGS go to it), the sync benchmark and the
+# coalescing figure (both against an in-process fake Google).
 # PostgreSQL: CHRONOS_BENCH_DATABASE_URL, else CHRONOS_TEST_DATABASE_URL.
 bench *ARGS:
     cargo build --release -p chronos-server -p chronos-bench
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" webhook {{ARGS}}
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" sync
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" coalesce
+
+# The sync benchmark alone: a full sync of 10,000 and 100,000 events, events/s and peak RSS.
+bench-sync *ARGS:
+    cargo build --release -p chronos-server -p chronos-bench
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" sync {{ARGS}}
+
+# The coalescing figure alone: 10,000 notifications for 100 calendars, syncs per calendar.
+bench-coalesce *ARGS:
+    cargo build --release -p chronos-server -p chronos-bench
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" coalesce {{ARGS}}
 
 # The fake Google (docs/fake-google.md) on 127.0.0.1:8090; point chronos-server at it with
 # CHRONOS_GOOGLE_API_BASE_URL=http://127.0.0.1:8090/calendar/v3 CHRONOS_GOOGLE_TOKEN_URL=http://127.0.0.1:8090/token

@@ -182,7 +182,7 @@ async fn measure(
     if mirrored != events as i64 {
         bail!("the mirror holds {mirrored} events, the fake {events}");
     }
-    let server_sync = api.sync_seconds().await?.map(|(sum, _)| sum);
+    let server_sync = api.sync_seconds_after(0).await?.map(|(sum, _)| sum);
     println!(
         "full sync: {events} events in {:.2} s (server: {}), mirror verified",
         wall.as_secs_f64(),
@@ -258,7 +258,8 @@ async fn incremental(
     })
     .await?;
     let wall = started.elapsed();
-    let server = match (server_before, api.sync_seconds().await?) {
+    let done_before = server_before.map_or(0, |(_, count)| count);
+    let server = match (server_before, api.sync_seconds_after(done_before).await?) {
         (Some((sum0, _)), Some((sum1, _))) => Some(sum1.saturating_sub(sum0)),
         _ => None,
     };
@@ -568,6 +569,19 @@ impl InternalApi {
             }
             if Instant::now() > deadline {
                 bail!("calendar {id} not done within {timeout:?}: {view}");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// [`Self::sync_seconds`] once more than `count` syncs are recorded: the
+    /// worker records the metric just after the calendar shows `idle` (up to 5 s).
+    pub async fn sync_seconds_after(&self, count: u64) -> anyhow::Result<Option<(Duration, u64)>> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = self.sync_seconds().await?;
+            if seen.is_some_and(|(_, n)| n > count) || Instant::now() > deadline {
+                return Ok(seen);
             }
             tokio::time::sleep(POLL).await;
         }
