@@ -15,6 +15,7 @@ use sync_domain::{GoogleCalendarId, RefreshToken, UserId};
 use sync_store::Store;
 use sync_store::calendars::Calendar;
 use sync_store::test_on_both_backends;
+use sync_store::test_support::seed_calendar;
 use time::OffsetDateTime;
 
 const LEASE: Duration = Duration::from_secs(60);
@@ -393,6 +394,35 @@ test_on_both_backends!(a_calendar_gone_at_google_is_parked, async |store: Store|
     store.request_sync(calendar.id).await.unwrap();
     assert!(claim_at(&store, "a", later(100_000), 0).await.is_empty());
 });
+
+test_on_both_backends!(
+    a_calendar_gone_at_google_has_its_channel_stopped,
+    async |store: Store| {
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        assert_eq!(claim.calendar_id, calendar.id);
+        assert!(
+            store
+                .fail(
+                    me(&claim, "a"),
+                    FailureAction::Gone {
+                        error: "not found".into()
+                    },
+                    later(0)
+                )
+                .await
+                .unwrap()
+        );
+        let due: Vec<String> = store
+            .channels_due_for_stop(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|channel| channel.channel_id.as_str().to_owned())
+            .collect();
+        assert_eq!(due, ["chan-1"]);
+    }
+);
 
 test_on_both_backends!(
     release_gives_the_claim_back_with_its_request,
