@@ -75,6 +75,27 @@ type StopRow = (
     Option<PrimitiveDateTime>, // expires at
 );
 
+/// The columns of a [`StopRow`].
+const STOP_COLUMNS: (
+    wc::channel_id,
+    wc::resource_id,
+    wc::user_id,
+    wc::google_calendar_id,
+    wc::stop_attempts,
+    wc::expires_at,
+) = (
+    wc::channel_id,
+    wc::resource_id,
+    wc::user_id,
+    wc::google_calendar_id,
+    wc::stop_attempts,
+    wc::expires_at,
+);
+
+/// How long the channel worker leaves a disconnected calendar's channels to the
+/// disconnecting caller, who stops them at once; after that it stops them itself.
+pub const DISCONNECT_STOP_GRACE: time::Duration = time::Duration::seconds(30);
+
 /// Releases `owner`'s channel lease on a calendar (a no-op if it is not held).
 macro_rules! release {
     ($conn:expr, $calendar:expr, $owner:expr) => {
@@ -446,18 +467,32 @@ impl Store {
                 .filter(wc::stop_after.is_null().or(wc::stop_after.le(now)))
                 .order(wc::stop_after.asc())
                 .limit(limit)
-                .select((
-                    wc::channel_id,
-                    wc::resource_id,
-                    wc::user_id,
-                    wc::google_calendar_id,
-                    wc::stop_attempts,
-                    wc::expires_at,
-                ))
+                .select(STOP_COLUMNS)
                 .load(&mut *conn)
                 .await
                 .map_err(query_error)?
         });
+        self.to_stop(rows).await
+    }
+
+    /// The channels named, as the stop procedure needs them.
+    async fn channels_to_stop(
+        &self,
+        channel_ids: &[String],
+    ) -> Result<Vec<ChannelToStop>, StoreError> {
+        let rows: Vec<StopRow> = with_conn!(&self.pool, |conn| {
+            wc::table
+                .filter(wc::channel_id.eq_any(channel_ids))
+                .filter(wc::state.eq(state::RETIRING))
+                .select(STOP_COLUMNS)
+                .load(&mut *conn)
+                .await
+                .map_err(query_error)?
+        });
+        self.to_stop(rows).await
+    }
+
+    async fn to_stop(&self, rows: Vec<StopRow>) -> Result<Vec<ChannelToStop>, StoreError> {
         let mut due = Vec::with_capacity(rows.len());
         for (channel, resource, user, calendar, attempts, expires_at) in rows {
             let resource = match resource {
@@ -555,6 +590,7 @@ impl Store {
     ) -> Result<Option<Vec<ChannelToStop>>, StoreError> {
         self.channel_cache.clear();
         let now = to_db(self.clock.now());
+        let worker_takes_over = to_db(self.clock.now() + DISCONNECT_STOP_GRACE);
         let calendar = calendar_id.to_string();
         let retired: Option<Vec<String>> = with_conn!(&self.pool, |conn| {
             use diesel_async::AsyncConnection as _;
@@ -577,7 +613,8 @@ impl Store {
                 )
                 .set((
                     wc::state.eq(state::RETIRING),
-                    wc::stop_after.eq(Some(now)),
+                    // The caller stops them now; the worker only if that fails.
+                    wc::stop_after.eq(Some(worker_takes_over)),
                     wc::updated_at.eq(now),
                 ))
                 .returning(wc::channel_id)
@@ -594,11 +631,6 @@ impl Store {
         let Some(retired) = retired else {
             return Ok(None);
         };
-        let due = self.channels_due_for_stop(i64::MAX).await?;
-        Ok(Some(
-            due.into_iter()
-                .filter(|c| retired.iter().any(|id| id == c.channel_id.as_str()))
-                .collect(),
-        ))
+        self.channels_to_stop(&retired).await.map(Some)
     }
 }
