@@ -333,17 +333,20 @@ impl SyncWorker {
         sync_token: Option<&str>,
         generation: i64,
     ) -> Result<(), SyncError> {
-        let mut page_token = None;
-        loop {
+        let fetch = |page_token: Option<String>| {
             let query = EventsQuery {
                 sync_token: sync_token.map(str::to_owned),
-                page_token: page_token.take(),
+                page_token,
                 max_results: PAGE_SIZE,
             };
-            let page = self
-                .calendar
-                .list_events(&claim.user_id, &claim.google_calendar_id, &query)
-                .await?;
+            async move {
+                self.calendar
+                    .list_events(&claim.user_id, &claim.google_calendar_id, &query)
+                    .await
+            }
+        };
+        let mut page = fetch(None).await?;
+        loop {
             let completion = match (&page.next_page_token, &page.next_sync_token) {
                 (Some(_), _) => None,
                 (None, Some(next)) => Some(SyncCompletion {
@@ -356,30 +359,35 @@ impl SyncWorker {
                     )));
                 }
             };
-            let done = completion.is_some();
             let now = self.clock.now();
-            let held = self
-                .queue
-                .apply_page(
-                    self.claim_ref(claim),
-                    PageWrite {
-                        events: &page.items,
-                        generation,
-                        completion,
-                        lease_until: self.options.lease.expires_at(now),
-                        now,
-                    },
-                )
-                .await?;
+            let apply = self.queue.apply_page(
+                self.claim_ref(claim),
+                PageWrite {
+                    events: &page.items,
+                    generation,
+                    completion,
+                    lease_until: self.options.lease.expires_at(now),
+                    now,
+                },
+            );
+            // One page of read-ahead: Google serves the next page while this
+            // one is written, so memory stays bounded by two pages.
+            let (held, next) = match page.next_page_token.clone() {
+                Some(token) => {
+                    let (held, next) = tokio::join!(apply, fetch(Some(token)));
+                    (held?, Some(next))
+                }
+                None => (apply.await?, None),
+            };
             if !held {
                 return Err(SyncError::LeaseLost);
             }
             metrics::counter!(crate::metrics::EVENTS_APPLIED).increment(page.items.len() as u64);
-            if done {
+            let Some(next) = next else {
                 tracing::debug!("synced");
                 return Ok(());
-            }
-            page_token = page.next_page_token;
+            };
+            page = next?;
         }
     }
 
