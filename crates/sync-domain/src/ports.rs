@@ -97,6 +97,16 @@ pub trait WebhookStore: Send + Sync + 'static {
         channel_id: &ChannelId,
     ) -> Result<Option<ChannelRecord>, StoreError>;
 
+    /// As [`Self::find_channel`], but never answered from a cache: asked before
+    /// refusing a token, so a channel stopped elsewhere meanwhile is answered
+    /// as unknown, exactly as the SPEC says.
+    async fn find_channel_uncached(
+        &self,
+        channel_id: &ChannelId,
+    ) -> Result<Option<ChannelRecord>, StoreError> {
+        self.find_channel(channel_id).await
+    }
+
     /// Durably records a sync request; returns once it is committed.
     async fn record_sync_request(&self, request: &SyncRequest)
     -> Result<RecordOutcome, StoreError>;

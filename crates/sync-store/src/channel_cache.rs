@@ -7,9 +7,10 @@
 //! the channel is not stopped, that the calendar is not gone and that its user
 //! still has credentials, and refuses duplicates (see `webhook.rs`). Channels
 //! this process stops or disconnects are forgotten at once; another instance's
-//! stop is seen within the TTL, during which a `sync` handshake or a wrong
-//! token on that stopped channel may still be answered as for a known one
-//! (200 or 401 instead of 200), and nothing is recorded.
+//! stop is seen within the TTL by the write (nothing is recorded) and, before a
+//! token is refused, by a fresh lookup (`find_channel_uncached`), so a stopped
+//! channel is answered as unknown. The only trace left: within the TTL, a
+//! `sync` handshake on it is answered as a handshake, which is also `200 {}`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -52,6 +53,11 @@ impl ChannelCache {
             entries.clear();
         }
         entries.insert(channel_id.clone(), (record.clone(), Instant::now()));
+    }
+
+    /// Forgets one channel.
+    pub(crate) fn forget(&self, channel_id: &ChannelId) {
+        self.entries().remove(channel_id);
     }
 
     /// Forgets everything (after this process changed a channel's state).

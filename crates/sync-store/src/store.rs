@@ -130,6 +130,14 @@ impl sync_domain::ports::WebhookStore for Store {
         self.find_channel_record(channel_id).await
     }
 
+    async fn find_channel_uncached(
+        &self,
+        channel_id: &sync_domain::ChannelId,
+    ) -> Result<Option<sync_domain::ChannelRecord>, StoreError> {
+        self.channel_cache.forget(channel_id);
+        self.find_channel_record(channel_id).await
+    }
+
     async fn record_sync_request(
         &self,
         request: &sync_domain::ports::SyncRequest,

@@ -358,6 +358,8 @@ test_on_both_backends!(
             .await
             .unwrap();
         assert_ne!(outcome, RecordOutcome::Recorded);
+        // Before refusing a token the webhook asks past the cache: unknown now.
+        assert_eq!(store.find_channel_uncached(&channel).await.unwrap(), None);
         let after = store.calendar(calendar.id).await.unwrap().unwrap();
         assert_eq!(after.sync_request_count, before);
         // And once this instance stops a channel itself, it forgets it at once.

@@ -76,7 +76,20 @@ async fn handle(
         _ => None,
     };
 
-    let verdict = verify(&notification, record.as_ref());
+    let mut verdict = verify(&notification, record.as_ref());
+    let mut record = record;
+    if let (Verdict::InvalidToken, ChannelRef::Id(channel_id)) = (&verdict, &notification.channel) {
+        // Refuse only on what the database says now (the lookup may be cached):
+        // a channel stopped meanwhile is unknown, and reveals nothing.
+        record = state
+            .store()
+            .find_channel_uncached(channel_id)
+            .await
+            .map_err(|e| {
+                ApiError::store_unavailable(format!("re-reading channel {channel_id}"), e)
+            })?;
+        verdict = verify(&notification, record.as_ref());
+    }
     let outcome = match &verdict {
         Verdict::InvalidToken => {
             log(&notification, record.as_ref(), verdict.label());
