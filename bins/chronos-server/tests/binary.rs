@@ -179,3 +179,44 @@ async fn acknowledged_request_survives_kill_9_on_sqlite() {
 async fn acknowledged_request_survives_kill_9_on_postgres() {
     request_survives_kill_9(Backend::Postgres).await;
 }
+
+/// SIGTERM drains and exits cleanly (SPEC section 8), and a request sent just
+/// before it is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_cleanly() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = chronos(dir.path())
+        .env("CHRONOS_DATABASE_URL", db.url_string())
+        .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
+        .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until_healthy(&http, &base).await;
+    let answered = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(answered.status().as_u16(), 200);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = child.0.try_wait().unwrap() {
+            assert!(exit.success(), "exit status {exit}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
