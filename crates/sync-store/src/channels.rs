@@ -428,16 +428,19 @@ impl Store {
                 .map_err(query_error)?
             });
         }
-        let live_calendars = cs::table
-            .filter(cs::sync_state.ne(crate::calendars::sync_state::GONE))
-            .select(cs::id.nullable());
+        // `NOT EXISTS` (a hashed anti-join), not `<> ALL (SELECT …)`, which
+        // PostgreSQL evaluates row by row: quadratic in the calendars, and run
+        // every tick. A null calendar id (disconnected) matches no calendar.
+        let calendar_gone = diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+            "NOT EXISTS (SELECT 1 FROM calendar_sync_state c \
+             WHERE c.id = watch_channels.calendar_id AND c.sync_state <> '{}')",
+            crate::calendars::sync_state::GONE
+        ));
         retired += with_conn!(&self.pool, |conn| {
             diesel::update(
-                wc::table.filter(wc::state.eq(state::ACTIVE)).filter(
-                    wc::calendar_id
-                        .is_null()
-                        .or(wc::calendar_id.ne_all(live_calendars)),
-                ),
+                wc::table
+                    .filter(wc::state.eq(state::ACTIVE))
+                    .filter(calendar_gone),
             )
             .set((
                 wc::state.eq(state::RETIRING),

@@ -1,0 +1,1 @@
+DROP INDEX calendar_sync_state_channel_due;
