@@ -6,9 +6,8 @@ use crate::pool::{DbPool, checkout, query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, google_credentials as gc, watch_channels as wc};
 use crate::store::Store;
 use crate::timestamps::to_db;
-use diesel::dsl::{case_when, sql};
+use diesel::dsl::case_when;
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Text};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber};
@@ -98,15 +97,15 @@ macro_rules! record_statement {
         // The channel must still be live and the user still have credentials:
         // checked here, in the write, so a cached lookup can never record a
         // request the SPEC says to drop.
-        let channel_live = sql::<Bool>(
-            "EXISTS (SELECT 1 FROM watch_channels w WHERE w.calendar_id = calendar_sync_state.id \
-             AND w.state <> 'stopped' AND w.channel_id = ",
-        )
-        .bind::<Text, _>(channel)
-        .sql(")");
-        let user_has_credentials = sql::<Bool>(
-            "EXISTS (SELECT 1 FROM google_credentials g WHERE g.user_id = calendar_sync_state.user_id)",
+        // Typed (not SQL text) so the statement stays in the prepared-statement cache.
+        let channel_live = diesel::dsl::exists(
+            wc::table
+                .filter(wc::channel_id.eq(channel))
+                .filter(wc::calendar_id.eq(cs::id.nullable()))
+                .filter(wc::state.ne("stopped")),
         );
+        let user_has_credentials =
+            diesel::dsl::exists(gc::table.filter(gc::user_id.eq(cs::user_id)));
         let target = cs::table
             .filter(cs::id.eq(calendar_id))
             .filter(cs::sync_state.ne(GONE))
