@@ -344,11 +344,17 @@ impl FakeGoogleCalendar {
     }
 
     /// Forgets cancelled events entirely, as Google eventually does; a full
-    /// sync no longer lists them.
+    /// sync no longer lists them, and older sync tokens get `FullSyncRequired`.
     pub fn purge_cancelled(&self, user_id: &UserId, calendar: &GoogleCalendarId) {
         self.with_calendar(user_id, calendar, |cal| {
+            let before = cal.events.len();
             cal.events
                 .retain(|_, stored| stored.json.get("status") != Some(&json!("cancelled")));
+            // Like Google: once deletions are forgotten, a sync token from
+            // before them could no longer report them, so it answers 410.
+            if cal.events.len() != before {
+                cal.epoch += 1;
+            }
         });
     }
 
