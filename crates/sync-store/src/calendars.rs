@@ -1,6 +1,6 @@
 //! Connected calendars and their watch channels.
 
-use crate::channels::{push_mode, state};
+use crate::channels::{push_mode, retire_active_channels, state};
 use crate::pool::{query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, watch_channels as wc};
 use crate::store::Store;
@@ -240,19 +240,14 @@ impl Store {
                     .get_result(conn)
                     .await?;
                 // The previous current channel keeps working until it is stopped.
-                diesel::update(
+                retire_active_channels!(
+                    &mut *conn,
                     wc::table
                         .filter(wc::calendar_id.eq(Some(&calendar)))
-                        .filter(wc::channel_id.ne(channel))
-                        .filter(wc::state.eq(state::ACTIVE)),
-                )
-                .set((
-                    wc::state.eq(state::RETIRING),
-                    wc::stop_after.eq(Some(now)),
-                    wc::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .await?;
+                        .filter(wc::channel_id.ne(channel)),
+                    now,
+                    now
+                )?;
                 diesel::update(cs::table.find(&calendar))
                     .set((
                         cs::webhook_channel_id.eq(Some(channel)),

@@ -96,6 +96,23 @@ const STOP_COLUMNS: (
 /// disconnecting caller, who stops them at once; after that it stops them itself.
 pub const DISCONNECT_STOP_GRACE: time::Duration = time::Duration::seconds(30);
 
+/// Marks the active channels among `$channels` (a `watch_channels` query)
+/// `retiring`: they keep working until the channel worker stops them at
+/// Google, after `$stop_after`. The one way a channel leaves `active`.
+macro_rules! retire_active_channels {
+    ($conn:expr, $channels:expr, $stop_after:expr, $now:expr) => {
+        diesel::update($channels.filter(wc::state.eq(state::ACTIVE)))
+            .set((
+                wc::state.eq(state::RETIRING),
+                wc::stop_after.eq(Some($stop_after)),
+                wc::updated_at.eq($now),
+            ))
+            .execute($conn)
+            .await
+    };
+}
+pub(crate) use retire_active_channels;
+
 /// Releases `owner`'s channel lease on a calendar (a no-op if it is not held).
 macro_rules! release {
     ($conn:expr, $calendar:expr, $owner:expr) => {
@@ -339,18 +356,12 @@ impl Store {
                 .execute(&mut *conn)
                 .await
                 .map_err(query_error)?;
-            diesel::update(
-                wc::table
-                    .filter(wc::calendar_id.eq(Some(&calendar)))
-                    .filter(wc::state.eq(state::ACTIVE)),
+            retire_active_channels!(
+                &mut *conn,
+                wc::table.filter(wc::calendar_id.eq(Some(&calendar))),
+                now,
+                now
             )
-            .set((
-                wc::state.eq(state::RETIRING),
-                wc::stop_after.eq(Some(now)),
-                wc::updated_at.eq(now),
-            ))
-            .execute(&mut *conn)
-            .await
             .map_err(query_error)?;
             diesel::update(cs::table.find(&calendar))
                 .set((
@@ -437,19 +448,8 @@ impl Store {
             crate::calendars::sync_state::GONE
         ));
         retired += with_conn!(&self.pool, |conn| {
-            diesel::update(
-                wc::table
-                    .filter(wc::state.eq(state::ACTIVE))
-                    .filter(calendar_gone),
-            )
-            .set((
-                wc::state.eq(state::RETIRING),
-                wc::stop_after.eq(Some(now)),
-                wc::updated_at.eq(now),
-            ))
-            .execute(&mut *conn)
-            .await
-            .map_err(query_error)?
+            retire_active_channels!(&mut *conn, wc::table.filter(calendar_gone), now, now)
+                .map_err(query_error)?
         });
         Ok(retired)
     }

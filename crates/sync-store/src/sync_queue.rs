@@ -8,7 +8,7 @@
 //! so a worker whose lease expired and was taken over changes nothing.
 
 use crate::calendars::sync_state::{FAILING, GONE, IDLE, NEEDS_REAUTH, PENDING};
-use crate::channels::{push_mode, state};
+use crate::channels::{push_mode, retire_active_channels, state};
 use crate::events::page_rows;
 use crate::pool::{DbPool, query_error, with_conn};
 use crate::schema::{calendar_events as ce, calendar_sync_state as cs, watch_channels as wc};
@@ -387,18 +387,12 @@ impl SyncQueue for Store {
                             .await?;
                         if updated == 1 {
                             // The channel worker stops retiring channels at Google.
-                            diesel::update(
-                                wc::table
-                                    .filter(wc::calendar_id.eq(Some(&calendar)))
-                                    .filter(wc::state.eq(state::ACTIVE)),
-                            )
-                            .set((
-                                wc::state.eq(state::RETIRING),
-                                wc::stop_after.eq(Some(now)),
-                                wc::updated_at.eq(now),
-                            ))
-                            .execute(conn)
-                            .await?;
+                            retire_active_channels!(
+                                &mut *conn,
+                                wc::table.filter(wc::calendar_id.eq(Some(&calendar))),
+                                now,
+                                now
+                            )?;
                         }
                         Ok(updated)
                     })
