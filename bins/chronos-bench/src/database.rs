@@ -61,6 +61,25 @@ struct Count {
     n: i64,
 }
 
+/// Runs `sql`, a query returning one BIGINT column `n`, on either backend.
+pub async fn count(store: &Store, sql: &str) -> anyhow::Result<i64> {
+    let count = match store.pool() {
+        sync_store::DbPool::Postgres(pool) => {
+            let mut conn = pool.get().await?;
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut *conn)
+                .await?
+        }
+        sync_store::DbPool::Sqlite(pool) => {
+            let mut conn = pool.get().await?;
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut *conn)
+                .await?
+        }
+    };
+    Ok(count.n)
+}
+
 impl BenchDb {
     /// Creates a fresh database on the PostgreSQL server `admin_url` names.
     pub async fn postgres(admin_url: &str) -> anyhow::Result<Self> {
@@ -115,22 +134,11 @@ impl BenchDb {
 
     /// Sync requests recorded so far, over all calendars.
     pub async fn recorded_requests(&self, store: &Store) -> anyhow::Result<i64> {
-        let sql = "SELECT CAST(COALESCE(SUM(sync_request_count), 0) AS BIGINT) AS n FROM calendar_sync_state";
-        let count = match store.pool() {
-            sync_store::DbPool::Postgres(pool) => {
-                let mut conn = pool.get().await?;
-                diesel::sql_query(sql)
-                    .get_result::<Count>(&mut *conn)
-                    .await?
-            }
-            sync_store::DbPool::Sqlite(pool) => {
-                let mut conn = pool.get().await?;
-                diesel::sql_query(sql)
-                    .get_result::<Count>(&mut *conn)
-                    .await?
-            }
-        };
-        Ok(count.n)
+        count(
+            store,
+            "SELECT CAST(COALESCE(SUM(sync_request_count), 0) AS BIGINT) AS n FROM calendar_sync_state",
+        )
+        .await
     }
 
     /// Drops a PostgreSQL database (and its connections); removes nothing for

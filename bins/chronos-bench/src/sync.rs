@@ -13,9 +13,6 @@
 use crate::database::{self, BenchDb};
 use crate::server::{self, Launch, ServerProcess};
 use anyhow::{Context as _, bail};
-use diesel::QueryableByName;
-use diesel::sql_types::BigInt;
-use diesel_async::RunQueryDsl as _;
 use fake_google::{FakeGoogle, RunningFakeGoogle};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -611,28 +608,11 @@ impl InternalApi {
     }
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// Events in the mirror that are not cancelled, over all calendars.
 async fn count_events(store: &Store) -> anyhow::Result<i64> {
-    let sql = "SELECT COUNT(*) AS n FROM calendar_events WHERE status <> 'cancelled'";
-    let count = match store.pool() {
-        sync_store::DbPool::Postgres(pool) => {
-            let mut conn = pool.get().await?;
-            diesel::sql_query(sql)
-                .get_result::<Count>(&mut *conn)
-                .await?
-        }
-        sync_store::DbPool::Sqlite(pool) => {
-            let mut conn = pool.get().await?;
-            diesel::sql_query(sql)
-                .get_result::<Count>(&mut *conn)
-                .await?
-        }
-    };
-    Ok(count.n)
+    database::count(
+        store,
+        "SELECT COUNT(*) AS n FROM calendar_events WHERE status <> 'cancelled'",
+    )
+    .await
 }
