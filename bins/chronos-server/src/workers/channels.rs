@@ -441,3 +441,297 @@ pub async fn run_with(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use google_client::fakes::{FakeGoogleCalendar, FakeMethod};
+    use sync_domain::calendar::{CalendarListEntry, EventsPage, EventsQuery, WatchedChannel};
+    use sync_domain::channel::{CHANNEL_ID_NOT_UNIQUE, ChannelState, PushMode};
+    use sync_domain::fakes::{CountingEntropy, FakeClock, InMemoryChannelStore};
+    use sync_domain::{CalendarId, GoogleCalendarId, ResourceId, UserId};
+
+    const ME: &str = "instance-a";
+
+    struct World {
+        clock: Arc<FakeClock>,
+        store: Arc<InMemoryChannelStore>,
+        google: FakeGoogleCalendar,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let clock = Arc::new(FakeClock::new(time::OffsetDateTime::UNIX_EPOCH));
+            Self {
+                store: Arc::new(InMemoryChannelStore::new(clock.clone())),
+                google: FakeGoogleCalendar::with_clock(clock.clone()),
+                clock,
+            }
+        }
+
+        /// A calendar connected here and existing at Google.
+        fn calendar(&self, n: u128) -> CalendarId {
+            let id = CalendarId::from_uuid(uuid::Uuid::from_u128(n + 1));
+            let user = UserId::parse(format!("user-{n}")).unwrap();
+            let primary = GoogleCalendarId::parse("primary").unwrap();
+            self.google.add_calendar(&user, &primary);
+            self.store.add_calendar(id, user, primary);
+            id
+        }
+
+        fn worker(&self, calendar: Arc<dyn CalendarApi>) -> ChannelWorker {
+            ChannelWorker::with_ports(
+                ChannelPorts {
+                    store: self.store.clone(),
+                    calendar,
+                    clock: self.clock.clone(),
+                    entropy: Arc::new(CountingEntropy::default()),
+                    webhook_address: Some("https://chronos.example.com/calendar/webhook".into()),
+                    channel_ttl: Duration::from_secs(604_800),
+                    instance_id: ME.into(),
+                },
+                ChannelSettings::default(),
+            )
+        }
+
+        fn plain_worker(&self) -> ChannelWorker {
+            self.worker(Arc::new(self.google.clone()))
+        }
+
+        fn state_of(&self, channel: &ChannelId) -> Option<ChannelState> {
+            self.store
+                .channels()
+                .into_iter()
+                .find(|c| &c.channel_id == channel)
+                .map(|c| c.state)
+        }
+    }
+
+    /// Google, with something happening just before each `events.watch`.
+    struct BeforeWatch<F> {
+        google: FakeGoogleCalendar,
+        before: F,
+    }
+
+    #[async_trait]
+    impl<F: Fn() + Send + Sync + 'static> CalendarApi for BeforeWatch<F> {
+        async fn watch(
+            &self,
+            user_id: &UserId,
+            calendar: &GoogleCalendarId,
+            request: &WatchRequest,
+        ) -> Result<WatchedChannel, GoogleError> {
+            (self.before)();
+            self.google.watch(user_id, calendar, request).await
+        }
+
+        async fn stop_channel(
+            &self,
+            user_id: &UserId,
+            channel_id: &ChannelId,
+            resource_id: &ResourceId,
+        ) -> Result<(), GoogleError> {
+            self.google
+                .stop_channel(user_id, channel_id, resource_id)
+                .await
+        }
+
+        async fn list_events(
+            &self,
+            user_id: &UserId,
+            calendar: &GoogleCalendarId,
+            query: &EventsQuery,
+        ) -> Result<EventsPage, GoogleError> {
+            self.google.list_events(user_id, calendar, query).await
+        }
+
+        async fn list_calendars(
+            &self,
+            user_id: &UserId,
+        ) -> Result<Vec<CalendarListEntry>, GoogleError> {
+            self.google.list_calendars(user_id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_channel_becomes_current_and_its_renewal_is_scheduled() {
+        let world = World::new();
+        let id = world.calendar(0);
+        let report = world.plain_worker().tick().await.unwrap();
+        assert_eq!(report.registered, 1);
+        let channels = world.store.channels();
+        assert_eq!(channels.len(), 1);
+        assert_eq!(channels[0].state, ChannelState::Active);
+        let calendar = world.store.calendar(id).unwrap();
+        assert_eq!(
+            calendar.work.current_channel_id.as_deref(),
+            Some(channels[0].channel_id.as_str())
+        );
+        assert!(calendar.lease.is_none(), "lease released");
+        assert!(calendar.next_attempt_at.unwrap() > world.clock.now());
+        assert_eq!(world.google.open_channels().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn push_not_supported_switches_the_calendar_to_polling() {
+        let world = World::new();
+        let id = world.calendar(0);
+        world.google.set_push_supported(
+            &UserId::parse("user-0").unwrap(),
+            &GoogleCalendarId::parse("primary").unwrap(),
+            false,
+        );
+        let report = world.plain_worker().tick().await.unwrap();
+        assert_eq!(report.polling, 1);
+        assert_eq!(
+            world.store.calendar(id).unwrap().push_mode,
+            PushMode::Polling
+        );
+        assert_eq!(world.store.channels()[0].state, ChannelState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_refused_watch_closes_its_channel_and_is_retried() {
+        let world = World::new();
+        let id = world.calendar(0);
+        world.google.fail_next(
+            FakeMethod::Watch,
+            [GoogleError::Other {
+                status: 400,
+                reason: "invalid".into(),
+                message: "bad address".into(),
+            }],
+        );
+        let report = world.plain_worker().tick().await.unwrap();
+        assert_eq!(report.failed, 1);
+        assert_eq!(world.store.channels()[0].state, ChannelState::Stopped);
+        let calendar = world.store.calendar(id).unwrap();
+        assert_eq!(calendar.work.failure_count, 1);
+        assert!(calendar.next_attempt_at.unwrap() > world.clock.now());
+    }
+
+    #[tokio::test]
+    async fn a_watch_whose_answer_was_lost_is_kept_and_stopped_once_the_resource_id_is_known() {
+        let world = World::new();
+        world.calendar(0);
+        // The client's retry of a watch Google had created finds the id taken.
+        world.google.fail_next(
+            FakeMethod::Watch,
+            [GoogleError::Other {
+                status: 400,
+                reason: CHANNEL_ID_NOT_UNIQUE.into(),
+                message: "Channel id not unique".into(),
+            }],
+        );
+        let worker = world.plain_worker();
+        worker.tick().await.unwrap();
+        let lost = world.store.channels()[0].channel_id.clone();
+        assert_eq!(world.state_of(&lost), Some(ChannelState::Retiring));
+
+        world.clock.advance(Duration::from_secs(60));
+        // The next registration reveals the resource id: stopped in the same tick.
+        let report = worker.tick().await.unwrap();
+        assert_eq!((report.registered, report.stopped), (1, 1));
+        assert_eq!(world.state_of(&lost), Some(ChannelState::Stopped));
+        assert!(world.google.stops().iter().any(|s| s.channel_id == lost));
+    }
+
+    #[tokio::test]
+    async fn calendars_are_claimed_in_small_batches() {
+        let world = World::new();
+        for n in 0..12 {
+            world.calendar(n);
+        }
+        let report = world.plain_worker().tick().await.unwrap();
+        assert_eq!(report.registered, 12);
+        assert_eq!(world.store.claim_sizes(), vec![5, 5, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_calendar_whose_lease_was_taken_while_it_waited_is_left_to_its_new_holder() {
+        let world = World::new();
+        let first = world.calendar(0);
+        let second = world.calendar(1);
+        let (store, clock) = (world.store.clone(), world.clock.clone());
+        // While the first calendar's watch is slow, the second's lease lapses
+        // and another instance takes it.
+        let google = BeforeWatch {
+            google: world.google.clone(),
+            before: move || {
+                clock.advance(Duration::from_secs(301));
+                store.set_lease(second, "instance-b", clock.now() + Duration::from_secs(300));
+            },
+        };
+        let report = world.worker(Arc::new(google)).tick().await.unwrap();
+        assert_eq!(report.registered, 1);
+        assert_eq!(world.google.watches().len(), 1);
+        assert!(
+            world
+                .store
+                .calendar(first)
+                .unwrap()
+                .work
+                .current_channel_id
+                .is_some()
+        );
+        assert!(
+            world
+                .store
+                .calendar(second)
+                .unwrap()
+                .work
+                .current_channel_id
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_channel_granted_after_the_lease_was_lost_is_retired_not_made_current() {
+        let world = World::new();
+        let id = world.calendar(0);
+        let (store, clock) = (world.store.clone(), world.clock.clone());
+        let google = BeforeWatch {
+            google: world.google.clone(),
+            before: move || {
+                store.set_lease(id, "instance-b", clock.now() + Duration::from_secs(300))
+            },
+        };
+        let report = world.worker(Arc::new(google)).tick().await.unwrap();
+        assert_eq!((report.registered, report.lease_lost), (0, 1));
+        assert!(
+            world
+                .store
+                .calendar(id)
+                .unwrap()
+                .work
+                .current_channel_id
+                .is_none()
+        );
+        // Google holds it and nobody uses it: stopped in the same tick.
+        let channel = world.store.channels()[0].clone();
+        assert_eq!(channel.state, ChannelState::Stopped);
+        assert_eq!(report.stopped, 1);
+    }
+
+    #[tokio::test]
+    async fn stopped_channels_are_deleted_after_the_retention() {
+        let world = World::new();
+        let id = world.calendar(0);
+        let worker = world.plain_worker();
+        worker.tick().await.unwrap();
+        let channel = world.store.channels()[0].channel_id.clone();
+        world.store.disconnect(id);
+        worker.tick().await.unwrap();
+        assert_eq!(world.state_of(&channel), Some(ChannelState::Stopped));
+
+        world
+            .clock
+            .advance(renewal::STOPPED_CHANNEL_RETENTION - Duration::from_secs(60));
+        assert_eq!(worker.tick().await.unwrap().deleted, 0);
+        world.clock.advance(Duration::from_secs(120));
+        assert_eq!(worker.tick().await.unwrap().deleted, 1);
+        assert_eq!(world.state_of(&channel), None);
+    }
+}

@@ -232,6 +232,24 @@ impl Store {
         Ok(())
     }
 
+    /// A channel's state, `None` if there is no such row (never created, or
+    /// deleted after the retention).
+    pub async fn channel_state(
+        &self,
+        channel_id: &ChannelId,
+    ) -> Result<Option<sync_domain::channel::ChannelState>, StoreError> {
+        let text: Option<String> = with_conn!(&self.pool, |conn| {
+            wc::table
+                .find(channel_id.as_str())
+                .select(wc::state)
+                .first(&mut *conn)
+                .await
+                .optional()
+                .map_err(query_error)?
+        });
+        text.as_deref().map(super::parse_state).transpose()
+    }
+
     /// Deletes up to `limit` channels stopped before `stopped_before` (their
     /// rows hold the plaintext tokens of channels long gone). A notification on
     /// a deleted channel is answered as on a stopped one: unknown. Returns how
