@@ -181,3 +181,77 @@ impl ChannelStore for Store {
         Store::delete_stopped_channels(self, stopped_before, limit).await
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use crate::pool::with_conn;
+    use crate::store::Store;
+    use crate::test_support::{TestDb, seed_calendar};
+    use diesel_async::RunQueryDsl;
+    use sync_domain::ports::StoreError;
+
+    /// Runs one statement; `true` if the database accepted it.
+    async fn accepted(store: &Store, sql: &str) -> bool {
+        let result: Result<Result<usize, diesel::result::Error>, StoreError> = async {
+            Ok(with_conn!(&store.pool, |conn| {
+                diesel::sql_query(sql).execute(&mut *conn).await
+            }))
+        }
+        .await;
+        result.unwrap().is_ok()
+    }
+
+    async fn database_refuses_unknown_states(store: Store) {
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+        for state in sync_domain::channel::ChannelState::ALL {
+            let sql = format!(
+                "UPDATE watch_channels SET state = '{}' WHERE channel_id = 'chan-1'",
+                state.as_str()
+            );
+            assert!(accepted(&store, &sql).await, "{state} refused");
+        }
+        assert!(
+            !accepted(
+                &store,
+                "UPDATE watch_channels SET state = 'paused' WHERE channel_id = 'chan-1'"
+            )
+            .await
+        );
+        assert!(
+            !accepted(
+                &store,
+                "INSERT INTO watch_channels (channel_id, user_id, google_calendar_id, token, state, created_at, updated_at) \
+                 VALUES ('chan-2', 'u1', 'primary', 't', 'Active', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+            .await
+        );
+        for mode in sync_domain::channel::PushMode::ALL {
+            let sql = format!(
+                "UPDATE calendar_sync_state SET push_mode = '{}' WHERE id = '{}'",
+                mode.as_str(),
+                calendar.id
+            );
+            assert!(accepted(&store, &sql).await, "{mode} refused");
+        }
+        let pull = format!(
+            "UPDATE calendar_sync_state SET push_mode = 'pull' WHERE id = '{}'",
+            calendar.id
+        );
+        assert!(!accepted(&store, &pull).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_refuses_unknown_channel_states_and_push_modes_on_sqlite() {
+        let db = TestDb::sqlite();
+        database_refuses_unknown_states(db.store().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_database_refuses_unknown_channel_states_and_push_modes_on_postgres() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        database_refuses_unknown_states(db.store().await).await;
+    }
+}
