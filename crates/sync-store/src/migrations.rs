@@ -71,7 +71,7 @@ mod tests {
     use super::*;
     use diesel::migration::MigrationSource as _;
 
-    fn versions<DB: diesel::backend::Backend>(source: EmbeddedMigrations) -> Vec<String> {
+    fn versions<DB: diesel::backend::Backend>(source: &EmbeddedMigrations) -> Vec<String> {
         let migrations: Vec<Box<dyn diesel::migration::Migration<DB>>> = source
             .migrations()
             .expect("reading the embedded migrations");
@@ -84,12 +84,12 @@ mod tests {
     }
 
     fn postgres() -> Vec<String> {
-        versions::<diesel::pg::Pg>(POSTGRES)
+        versions::<diesel::pg::Pg>(&POSTGRES)
     }
 
     #[test]
     fn both_backends_have_the_same_migration_versions() {
-        assert_eq!(postgres(), versions::<diesel::sqlite::Sqlite>(SQLITE));
+        assert_eq!(postgres(), versions::<diesel::sqlite::Sqlite>(&SQLITE));
     }
 
     #[test]
