@@ -295,9 +295,7 @@ pub fn known_keys() -> Vec<String> {
 /// A key in the file that no setting has (a typo) stops startup, named.
 /// Environment variables are not checked: the environment holds many others.
 fn check_file_keys(file: &std::path::Path) -> Result<(), ConfigError> {
-    if !file.exists() {
-        return Ok(());
-    }
+    // Missing file: no data. (figment also looks in the parent directories.)
     let data = figment::Provider::data(&Toml::file(file)).map_err(|e| {
         ConfigError(format!(
             "{}: {}",
@@ -329,7 +327,11 @@ impl Sources {
                 Some(meta) => match &meta.source {
                     Some(figment::Source::File(path)) => format!("from {}", path.display()),
                     _ if meta.name.contains("environment") => {
-                        let var = meta.interpolate(&figment::Profile::Default, &[key.as_str()]);
+                        let mut var =
+                            meta.interpolate(&figment::Profile::Default, &[key.as_str()]);
+                        if meta.name.contains("CHRONOS_") && !var.starts_with("CHRONOS_") {
+                            var.insert_str(0, "CHRONOS_");
+                        }
                         format!("from ${var}")
                     }
                     _ => "default".to_owned(),
@@ -577,6 +579,86 @@ mod tests {
             jail.set_env("CHRONOS_SYNC_DEBOUNCE_MS", "soon");
             let err = Config::load().unwrap_err().to_string();
             assert!(err.contains("`sync_debounce_ms`"), "{err}");
+            Ok(())
+        });
+    }
+
+    fn example_file() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../chronos.example.toml")
+    }
+
+    #[test]
+    fn example_file_loads_through_the_real_parser_and_holds_the_defaults() {
+        let example = example_file();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHRONOS_CONFIG", example.display().to_string());
+            let loaded = RawConfig::load().map_err(|e| e.to_string())?;
+            assert_eq!(loaded, RawConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn example_file_lists_every_key() {
+        let text = std::fs::read_to_string(example_file()).unwrap();
+        for key in known_keys() {
+            let listed = text.lines().any(|line| {
+                let line = line.trim_start_matches('#').trim_start();
+                line.starts_with(&format!("{key} ="))
+            });
+            assert!(listed, "chronos.example.toml does not list `{key}`");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("chronos.toml", "bind = \"127.0.0.1:9000\"\nadmin_tokn = \"x\"\n")?;
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("`admin_tokn`"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_chronos_variables_stay_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHRONOS_SOMETHING_ELSE", "1");
+            Config::load().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bare_port_as_bind_names_the_expected_form() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHRONOS_BIND", "8085");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("`bind`") && err.contains("host:port"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn config_output_is_toml_with_sources_and_no_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("chronos.toml", "sync_debounce_ms = 250\n")?;
+            jail.set_env("CHRONOS_ADMIN_TOKEN", "super-secret-admin-token");
+            jail.set_env("WEBHOOK_BASE_URL", "https://hooks.example.com");
+            let (raw, sources) = RawConfig::load_with_sources().map_err(|e| e.to_string())?;
+            let out = raw.validate().map_err(|e| e.to_string())?.to_toml(&sources);
+            assert!(!out.contains("super-secret-admin-token"), "{out}");
+            let parsed: toml::Table = out.parse().map_err(|e| format!("{e}: {out}"))?;
+            assert_eq!(parsed["sync_debounce_ms"].as_integer(), Some(250));
+            assert_eq!(parsed["admin_token"].as_str(), Some("***"));
+            assert!(!parsed.contains_key("google_client_id"), "{out}");
+            assert!(out.contains("sync_debounce_ms = 250  # from /"), "{out}");
+            assert!(out.contains("chronos.toml\n"), "{out}");
+            assert!(out.contains("# from $CHRONOS_ADMIN_TOKEN"), "{out}");
+            assert!(out.contains("# from $WEBHOOK_BASE_URL"), "{out}");
+            assert!(out.contains("bind = \"127.0.0.1:8080\"  # default"), "{out}");
+            assert!(out.contains("# google_client_id is unset (default)"), "{out}");
             Ok(())
         });
     }
