@@ -327,8 +327,7 @@ impl Sources {
                 Some(meta) => match &meta.source {
                     Some(figment::Source::File(path)) => format!("from {}", path.display()),
                     _ if meta.name.contains("environment") => {
-                        let mut var =
-                            meta.interpolate(&figment::Profile::Default, &[key.as_str()]);
+                        let mut var = meta.interpolate(&figment::Profile::Default, &[key.as_str()]);
                         if meta.name.contains("CHRONOS_") && !var.starts_with("CHRONOS_") {
                             var.insert_str(0, "CHRONOS_");
                         }
@@ -613,7 +612,10 @@ mod tests {
     #[test]
     fn an_unknown_key_in_the_file_is_named() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("chronos.toml", "bind = \"127.0.0.1:9000\"\nadmin_tokn = \"x\"\n")?;
+            jail.create_file(
+                "chronos.toml",
+                "bind = \"127.0.0.1:9000\"\nadmin_tokn = \"x\"\n",
+            )?;
             let err = Config::load().unwrap_err().to_string();
             assert!(err.contains("`admin_tokn`"), "{err}");
             assert!(!err.contains('\n'), "{err}");
@@ -657,8 +659,14 @@ mod tests {
             assert!(out.contains("chronos.toml\n"), "{out}");
             assert!(out.contains("# from $CHRONOS_ADMIN_TOKEN"), "{out}");
             assert!(out.contains("# from $WEBHOOK_BASE_URL"), "{out}");
-            assert!(out.contains("bind = \"127.0.0.1:8080\"  # default"), "{out}");
-            assert!(out.contains("# google_client_id is unset (default)"), "{out}");
+            assert!(
+                out.contains("bind = \"127.0.0.1:8080\"  # default"),
+                "{out}"
+            );
+            assert!(
+                out.contains("# google_client_id is unset (default)"),
+                "{out}"
+            );
             Ok(())
         });
     }

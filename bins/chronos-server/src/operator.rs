@@ -81,11 +81,12 @@ pub async fn run_users(config: &Config, command: UsersCommand) -> anyhow::Result
     match command {
         UsersCommand::SetCredentials { user_id } => {
             let user = UserId::parse(user_id)?;
+            // The database first: no token is asked for a command that cannot store it.
+            let store = crate::preflight::open_existing_store(config).await?;
             if std::io::stdin().is_terminal() {
                 eprintln!("paste {user}'s refresh token, then Enter and Ctrl-D:");
             }
             let token = read_refresh_token(&mut std::io::stdin().lock())?;
-            let store = crate::preflight::open_existing_store(config).await?;
             store.put_credentials(&user, &token).await?;
             Ok(format!("stored Google credentials for {user}"))
         }

@@ -178,7 +178,9 @@ fn free_port() -> u16 {
 }
 
 fn repo_file(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 /// The environment of the walkthrough's server (and of its CLI commands).
@@ -211,6 +213,13 @@ fn server_env(fake: &str, port: u16) -> Vec<(String, String)> {
 /// Runs one document's transcripts against a fresh server and fake Google;
 /// returns the server's log.
 async fn check_document(path: &str) -> String {
+    for tool in ["bash", "curl", "jq"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "the documentation transcripts need `{tool}` on PATH");
+    }
     let doc = std::fs::read_to_string(repo_file(path)).unwrap();
     let steps = transcripts(&doc);
     assert!(!steps.is_empty(), "{path} has no console transcript");
@@ -301,8 +310,14 @@ async fn readme_transcripts_match_the_real_binaries() {
 
 #[test]
 fn placeholders_match_ids_and_times_only_where_written() {
-    assert!(line_matches(r#"{"id":"[..]","ok":true}"#, r#"{"id":"5bfa","ok":true}"#));
-    assert!(!line_matches(r#"{"id":"[..]","ok":true}"#, r#"{"id":"5bfa","ok":false}"#));
+    assert!(line_matches(
+        r#"{"id":"[..]","ok":true}"#,
+        r#"{"id":"5bfa","ok":true}"#
+    ));
+    assert!(!line_matches(
+        r#"{"id":"[..]","ok":true}"#,
+        r#"{"id":"5bfa","ok":false}"#
+    ));
     assert!(lines_match(
         &["a".into(), "...".into(), "z".into()],
         &["a".into(), "b".into(), "c".into(), "z".into()]
