@@ -22,6 +22,28 @@ fn chronos(dir: &std::path::Path) -> Command {
     command
 }
 
+/// Runs `command` to its end, or kills it after `secs` (a server that should
+/// have refused to start): the output so far, and whether it exited by itself.
+fn output_within(command: &mut Command, secs: u64) -> (std::process::Output, bool) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut exited = true;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            exited = false;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), exited)
+}
+
 #[test]
 fn bad_configuration_stops_startup_with_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,8 +162,9 @@ fn config_check_names_missing_google_settings() {
 fn an_unknown_key_in_chronos_toml_stops_startup_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("chronos.toml"), "admin_tokn = \"x\"\n").unwrap();
-    let output = chronos(dir.path()).output().unwrap();
-    assert!(!output.status.success());
+    let (output, exited) =
+        output_within(chronos(dir.path()).env("CHRONOS_BIND", "127.0.0.1:0"), 10);
+    assert!(exited && !output.status.success(), "started anyway");
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("`admin_tokn`"), "{stderr}");
@@ -338,11 +361,14 @@ async fn a_second_serve_on_the_same_sqlite_database_stops_naming_it_and_its_hold
     let port = free_port();
     let first = serve_in(dir.path(), port);
     wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
-    let output = chronos(dir.path())
-        .env("CHRONOS_BIND", format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "a second server started");
+    let (output, exited) = output_within(
+        chronos(dir.path()).env("CHRONOS_BIND", format!("127.0.0.1:{}", free_port())),
+        10,
+    );
+    assert!(
+        exited && !output.status.success(),
+        "a second server started"
+    );
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
