@@ -59,6 +59,40 @@ where
 
 use diesel::RunQueryDsl as _;
 
+/// The versions not yet applied; connects but applies nothing (for
+/// `chronos-server config --check`). On SQLite the file must exist: opening a
+/// missing one would create it.
+pub async fn pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || match &url {
+        DatabaseUrl::Postgres(raw) => {
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(raw)
+                .with_context(|| format!("connecting to {}", url.redacted()))?;
+            unapplied(&mut conn, POSTGRES)
+        }
+        DatabaseUrl::Sqlite(path) => {
+            if !path.exists() {
+                anyhow::bail!("{} does not exist", path.display());
+            }
+            let mut conn = establish_sqlite(&path.to_string_lossy())
+                .with_context(|| format!("opening {}", url.redacted()))?;
+            unapplied(&mut conn, SQLITE)
+        }
+    })
+    .await
+    .context("migration task panicked")?
+}
+
+fn unapplied<C>(conn: &mut C, migrations: EmbeddedMigrations) -> anyhow::Result<Vec<String>>
+where
+    C: MigrationHarness<<C as diesel::Connection>::Backend> + diesel::Connection,
+{
+    let pending = conn
+        .pending_migrations(migrations)
+        .map_err(|e| anyhow::anyhow!("reading the applied migrations: {e}"))?;
+    Ok(pending.iter().map(|m| m.name().to_string()).collect())
+}
+
 /// The migration versions already released, in order, as Diesel reports them
 /// (the folder name's `YYYY-MM-DD-NNNNNN` without dashes). A new migration must sort
 /// after the last of these (see `docs/architecture.md`, "Migrations"); add its
