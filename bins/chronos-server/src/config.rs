@@ -33,6 +33,8 @@ pub struct RawConfig {
     pub sync_max_delay_ms: u64,
     pub poll_interval_secs: u64,
     pub channel_ttl_secs: u64,
+    /// Hours a stopped channel's row is kept before it is deleted.
+    pub stopped_channel_retention_hours: u64,
     pub log_format: String,
     pub encryption_key: Option<String>,
 }
@@ -52,6 +54,9 @@ impl Default for RawConfig {
             sync_max_delay_ms: 10_000,
             poll_interval_secs: 21_600,
             channel_ttl_secs: 604_800,
+            stopped_channel_retention_hours: sync_domain::renewal::STOPPED_CHANNEL_RETENTION
+                .as_secs()
+                / 3600,
             log_format: "pretty".into(),
             encryption_key: None,
         }
@@ -77,6 +82,10 @@ impl std::fmt::Debug for RawConfig {
             .field("sync_max_delay_ms", &self.sync_max_delay_ms)
             .field("poll_interval_secs", &self.poll_interval_secs)
             .field("channel_ttl_secs", &self.channel_ttl_secs)
+            .field(
+                "stopped_channel_retention_hours",
+                &self.stopped_channel_retention_hours,
+            )
             .field("log_format", &self.log_format)
             .field("encryption_key", &hidden(&self.encryption_key))
             .finish()
@@ -141,6 +150,8 @@ pub struct Config {
     pub coalescing: CoalescingPolicy,
     pub poll_interval: Duration,
     pub channel_ttl: Duration,
+    /// How long a stopped channel's row is kept before it is deleted.
+    pub stopped_channel_retention: Duration,
     pub log_format: LogFormat,
     pub encryption_key: Option<Secret>,
 }
@@ -241,6 +252,13 @@ impl RawConfig {
         if self.channel_ttl_secs < 60 {
             return Err(bad("channel_ttl_secs", "must be at least 60"));
         }
+        // At most ten years: the duration is subtracted from the clock.
+        if !(1..=87_600).contains(&self.stopped_channel_retention_hours) {
+            return Err(bad(
+                "stopped_channel_retention_hours",
+                "must be between 1 and 87600",
+            ));
+        }
         let log_format = match self.log_format.to_ascii_lowercase().as_str() {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
@@ -274,6 +292,9 @@ impl RawConfig {
             },
             poll_interval: Duration::from_secs(self.poll_interval_secs),
             channel_ttl: Duration::from_secs(self.channel_ttl_secs),
+            stopped_channel_retention: Duration::from_secs(
+                self.stopped_channel_retention_hours * 3600,
+            ),
             log_format,
             encryption_key: encryption_key.map(Secret),
         })
@@ -429,6 +450,10 @@ impl Config {
             (
                 "channel_ttl_secs".into(),
                 self.channel_ttl.as_secs().to_string(),
+            ),
+            (
+                "stopped_channel_retention_hours".into(),
+                (self.stopped_channel_retention.as_secs() / 3600).to_string(),
             ),
             (
                 "log_format".into(),
