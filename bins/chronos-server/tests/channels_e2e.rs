@@ -555,7 +555,7 @@ async fn two_instances(backend: Backend) {
     let config = Arc::new(raw_config(&db).validate().unwrap());
     let worker = |name: &str| {
         ChannelWorker::new(
-            WorkerContext {
+            &WorkerContext {
                 store: store.clone(),
                 calendar: Arc::new(google.clone()),
                 clock: clock.clone(),
@@ -752,7 +752,7 @@ fn worker_on(
     name: &str,
 ) -> ChannelWorker {
     ChannelWorker::new(
-        WorkerContext {
+        &WorkerContext {
             store: store.clone(),
             calendar,
             clock: clock.clone(),

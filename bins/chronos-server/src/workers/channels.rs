@@ -160,8 +160,8 @@ fn new_channel(entropy: &dyn Entropy) -> anyhow::Result<NewChannel> {
 
 impl ChannelWorker {
     /// A worker over the instance's context.
-    pub fn new(context: WorkerContext, settings: ChannelSettings) -> Self {
-        Self::with_ports(ChannelPorts::from_context(&context), settings)
+    pub fn new(context: &WorkerContext, settings: ChannelSettings) -> Self {
+        Self::with_ports(ChannelPorts::from_context(context), settings)
     }
 
     /// A worker over explicit ports (tests inject fakes).
@@ -430,7 +430,7 @@ pub async fn run_with(
             "webhook_base_url is unset: channel registration is skipped and calendars are kept fresh by polling"
         );
     }
-    let worker = ChannelWorker::new(context, settings);
+    let worker = ChannelWorker::new(&context, settings);
     loop {
         if let Err(e) = worker.tick().await {
             tracing::warn!(error = %format!("{e:#}"), "channel worker tick failed");
