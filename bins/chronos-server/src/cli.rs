@@ -47,6 +47,16 @@ pub enum Command {
     },
 }
 
+/// Writes a command's answer to stdout. A reader that went away (`| head -1`)
+/// is not an error: `print!` would panic there.
+fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
 /// Runs a command; errors are printed as one line and give exit code 1.
 pub fn run(cli: Cli) -> ExitCode {
     let (config, sources) = match RawConfig::load_with_sources()
@@ -60,7 +70,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Config { check: false } = command {
-        print!("{}", config.to_toml(&sources));
+        out(&config.to_toml(&sources));
         return ExitCode::SUCCESS;
     }
     let target = match command {
@@ -83,18 +93,18 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve => Application::build(config).await?.run_until_stopped().await,
             Command::Migrate => {
                 let applied = sync_store::migrations::run_pending(&config.database_url).await?;
-                println!(
-                    "applied {} migration(s) to {}",
+                out(&format!(
+                    "applied {} migration(s) to {}\n",
                     applied.len(),
                     config.database_url.redacted()
-                );
+                ));
                 Ok(())
             }
             Command::Config { check: false } => Ok(()),
             Command::Config { check: true } => {
                 let (report, passed) =
                     crate::preflight::report(&crate::preflight::run_checks(&config).await);
-                print!("{report}");
+                out(&report);
                 if passed {
                     Ok(())
                 } else {
@@ -102,11 +112,17 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
             Command::Calendars { command } => {
-                println!("{}", crate::operator::run(&config, command).await?);
+                out(&format!(
+                    "{}\n",
+                    crate::operator::run(&config, command).await?
+                ));
                 Ok(())
             }
             Command::Users { command } => {
-                println!("{}", crate::operator::run_users(&config, command).await?);
+                out(&format!(
+                    "{}\n",
+                    crate::operator::run_users(&config, command).await?
+                ));
                 Ok(())
             }
         }
