@@ -2,7 +2,6 @@
 
 use crate::pool::{DatabaseUrl, establish_sqlite};
 use anyhow::Context as _;
-use diesel::Connection as _;
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -22,8 +21,12 @@ pub async fn run_pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
     let url = url.clone();
     tokio::task::spawn_blocking(move || match &url {
         DatabaseUrl::Postgres(raw) => {
-            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(raw)
+            // Same TLS as the pool; the wrapper blocks on this (the caller's) runtime.
+            let connector = crate::tls::PgConnector::new(raw)?;
+            let conn = tokio::runtime::Handle::current()
+                .block_on(connector.connect())
                 .with_context(|| format!("connecting to {}", url.redacted()))?;
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
                 .execute(&mut conn)
                 .context("taking the migration lock")?;

@@ -64,6 +64,9 @@ impl DatabaseUrl {
             {
                 return Err(DatabaseUrlError::InvalidPostgres("no host".into()));
             }
+            // The TLS parameters (and every other one) are checked now, so a
+            // typo stops startup instead of the first connection.
+            crate::tls::PgConnectSpec::parse(raw).map_err(DatabaseUrlError::InvalidPostgres)?;
             return Ok(Self::Postgres(raw.to_owned()));
         }
         let path = if let Some(rest) = lower
@@ -98,6 +101,17 @@ impl DatabaseUrl {
                 Err(_) => "postgres://***".to_owned(),
             },
             Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
+
+    /// A warning for the startup log when the connection is encrypted but the
+    /// server's identity is not verified (`sslmode=require` without `sslrootcert`).
+    pub fn tls_notice(&self) -> Option<&'static str> {
+        match self {
+            Self::Postgres(raw) => crate::tls::PgConnectSpec::parse(raw)
+                .ok()
+                .and_then(|spec| spec.unverified_identity_notice()),
+            Self::Sqlite(_) => None,
         }
     }
 
@@ -162,6 +176,12 @@ impl DbPool {
                 // No `SELECT 1` on every checkout: a connection that failed is
                 // marked broken by diesel-async and discarded on return anyway.
                 config.recycling_method = RecyclingMethod::Fast;
+                // TLS as the URL's `sslmode` says (see `tls`).
+                let connector = std::sync::Arc::new(crate::tls::PgConnector::new(raw)?);
+                config.custom_setup = Box::new(move |_url| {
+                    let connector = std::sync::Arc::clone(&connector);
+                    Box::pin(async move { connector.connect().await })
+                });
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
                     raw.clone(),
                     config,
