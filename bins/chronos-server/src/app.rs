@@ -43,6 +43,9 @@ impl std::fmt::Debug for Application {
 /// Opens the store named by the configuration, running pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let key = config.encryption_key.as_ref().map(|k| k.expose());
+    if let Some(notice) = config.database_url.tls_notice() {
+        tracing::warn!("{notice}");
+    }
     Store::open(config.database_url.clone(), key, PoolOptions::default())
         .await
         .with_context(|| format!("opening the database {}", config.database_url.redacted()))
