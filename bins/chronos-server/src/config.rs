@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use sync_domain::redact::redact_url;
 use sync_domain::schedule::CoalescingPolicy;
 use sync_store::DatabaseUrl;
 use sync_store::crypto::EncryptionKey;
@@ -66,9 +67,15 @@ impl std::fmt::Debug for RawConfig {
         f.debug_struct("RawConfig")
             .field("database_url", &database_url)
             .field("bind", &self.bind)
-            .field("webhook_base_url", &self.webhook_base_url)
-            .field("google_api_base_url", &self.google_api_base_url)
-            .field("google_token_url", &self.google_token_url)
+            .field(
+                "webhook_base_url",
+                &self.webhook_base_url.as_deref().map(redact_url),
+            )
+            .field(
+                "google_api_base_url",
+                &redact_url(&self.google_api_base_url),
+            )
+            .field("google_token_url", &redact_url(&self.google_token_url))
             .field("google_client_id", &self.google_client_id)
             .field("google_client_secret", &hidden(&self.google_client_secret))
             .field("admin_token", &hidden(&self.admin_token))
@@ -107,8 +114,8 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Validated configuration.
-#[derive(Debug, Clone)]
+/// Validated configuration; `Debug` shows [`Config::redacted_lines`].
+#[derive(Clone)]
 pub struct Config {
     pub database_url: DatabaseUrl,
     pub bind: SocketAddr,
@@ -123,6 +130,13 @@ pub struct Config {
     pub channel_ttl: Duration,
     pub log_format: LogFormat,
     pub encryption_key: Option<Secret>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: `Url`'s `Debug` would print passwords.
+        f.debug_map().entries(self.redacted_lines()).finish()
+    }
 }
 
 /// Why configuration was refused: one line naming the key, never its secret value.
@@ -250,10 +264,13 @@ fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 fn parse_http_url(key: &str, raw: &str) -> Result<Url, ConfigError> {
-    let url =
-        Url::parse(raw.trim()).map_err(|e| bad(key, format!("`{raw}` is not a URL ({e})")))?;
+    let url = Url::parse(raw.trim())
+        .map_err(|e| bad(key, format!("`{}` is not a URL ({e})", redact_url(raw))))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        return Err(bad(key, format!("`{raw}` is not an http(s) URL")));
+        return Err(bad(
+            key,
+            format!("`{}` is not an http(s) URL", redact_url(raw)),
+        ));
     }
     Ok(url)
 }
@@ -283,13 +300,19 @@ impl Config {
             ("bind".into(), self.bind.to_string()),
             (
                 "webhook_base_url".into(),
-                opt(self.webhook_base_url.as_ref().map(Url::to_string)),
+                opt(self
+                    .webhook_base_url
+                    .as_ref()
+                    .map(|u| redact_url(u.as_str()))),
             ),
             (
                 "google_api_base_url".into(),
-                self.google_api_base_url.to_string(),
+                redact_url(self.google_api_base_url.as_str()),
             ),
-            ("google_token_url".into(), self.google_token_url.to_string()),
+            (
+                "google_token_url".into(),
+                redact_url(self.google_token_url.as_str()),
+            ),
             (
                 "google_client_id".into(),
                 opt(self.google_client_id.clone()),
@@ -388,6 +411,39 @@ mod tests {
         for secret in ["admin-token-0123456789", "client-secret-value", "hunter2"] {
             assert!(!shown.contains(secret), "{secret} leaked");
         }
+    }
+
+    #[test]
+    fn passwords_in_any_url_key_are_never_printed() {
+        let config = with(&[
+            ("database_url", "postgres://u@db/chronos?password=hunter2"),
+            (
+                "webhook_base_url",
+                "https://hook:webhookpw@chronos.example.com",
+            ),
+            (
+                "google_api_base_url",
+                "https://g:apipw@google.example.com/v3",
+            ),
+            (
+                "google_token_url",
+                "https://t.example.com/token?client_secret=tokenpw",
+            ),
+        ])
+        .unwrap();
+        let raw = RawConfig {
+            database_url: "postgres://u@db/chronos?password=hunter2".into(),
+            webhook_base_url: Some("https://hook:webhookpw@chronos.example.com".into()),
+            ..RawConfig::default()
+        };
+        let shown = format!("{config:?} {:?} {raw:?}", config.redacted_lines());
+        for secret in ["hunter2", "webhookpw", "apipw", "tokenpw"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        let err = with(&[("webhook_base_url", "ftp://hook:webhookpw@x")])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("webhookpw"), "{err}");
     }
 
     #[test]

@@ -88,16 +88,12 @@ impl DatabaseUrl {
         Ok(Self::Sqlite(PathBuf::from(path)))
     }
 
-    /// The URL with any password replaced by `***`, for logs and `config`.
+    /// The URL with any password (user info or `password=`) replaced by `***`,
+    /// for logs, `config` and errors.
     pub fn redacted(&self) -> String {
         match self {
             Self::Postgres(raw) => match url::Url::parse(raw) {
-                Ok(mut url) => {
-                    if url.password().is_some() {
-                        let _ = url.set_password(Some("***"));
-                    }
-                    url.to_string()
-                }
+                Ok(_) => sync_domain::redact::redact_url(raw),
                 Err(_) => "postgres://***".to_owned(),
             },
             Self::Sqlite(path) => format!("sqlite://{}", path.display()),
@@ -323,6 +319,9 @@ mod tests {
     fn redaction_hides_the_password() {
         let url = DatabaseUrl::parse("postgres://chronos:hunter2@db/chronos").unwrap();
         assert!(!url.redacted().contains("hunter2"));
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let url = DatabaseUrl::parse("postgres://chronos@db/chronos?password=hunter2").unwrap();
+        assert!(!url.redacted().contains("hunter2"), "{}", url.redacted());
         assert!(!format!("{url:?}").contains("hunter2"));
     }
 }
