@@ -35,6 +35,7 @@ pub struct RawConfig {
     pub channel_ttl_secs: u64,
     pub log_format: String,
     pub encryption_key: Option<String>,
+    pub metrics_bind: Option<String>,
 }
 
 impl Default for RawConfig {
@@ -54,6 +55,7 @@ impl Default for RawConfig {
             channel_ttl_secs: 604_800,
             log_format: "pretty".into(),
             encryption_key: None,
+            metrics_bind: None,
         }
     }
 }
@@ -85,6 +87,7 @@ impl std::fmt::Debug for RawConfig {
             .field("channel_ttl_secs", &self.channel_ttl_secs)
             .field("log_format", &self.log_format)
             .field("encryption_key", &hidden(&self.encryption_key))
+            .field("metrics_bind", &self.metrics_bind)
             .finish()
     }
 }
@@ -130,6 +133,8 @@ pub struct Config {
     pub channel_ttl: Duration,
     pub log_format: LogFormat,
     pub encryption_key: Option<Secret>,
+    /// Where `GET /metrics` is served instead of on `bind`; unset: on `bind`.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -203,6 +208,16 @@ impl RawConfig {
                 format!("`{}` is not an address like 127.0.0.1:8080", self.bind),
             )
         })?;
+        let metrics_bind = non_empty(self.metrics_bind)
+            .map(|raw| {
+                raw.parse::<SocketAddr>().map_err(|_| {
+                    bad(
+                        "metrics_bind",
+                        format!("`{raw}` is not an address like 127.0.0.1:9090"),
+                    )
+                })
+            })
+            .transpose()?;
         let webhook_base_url = non_empty(self.webhook_base_url)
             .map(|raw| parse_http_url("webhook_base_url", &raw))
             .transpose()?;
@@ -255,6 +270,7 @@ impl RawConfig {
             channel_ttl: Duration::from_secs(self.channel_ttl_secs),
             log_format,
             encryption_key: encryption_key.map(Secret),
+            metrics_bind,
         })
     }
 }
@@ -343,6 +359,10 @@ impl Config {
                 format!("{:?}", self.log_format).to_ascii_lowercase(),
             ),
             ("encryption_key".into(), secret(&self.encryption_key)),
+            (
+                "metrics_bind".into(),
+                opt(self.metrics_bind.map(|a| a.to_string())),
+            ),
         ]
     }
 }

@@ -156,6 +156,16 @@ impl std::fmt::Debug for DbPool {
     }
 }
 
+impl DbPool {
+    /// How many connections are open, idle and waited for (for metrics).
+    pub fn status(&self) -> deadpool::Status {
+        match self {
+            Self::Postgres(p) => p.status(),
+            Self::Sqlite(p) => p.status(),
+        }
+    }
+}
+
 /// Per-connection SQLite settings: a busy timeout so writers queue instead of
 /// failing (first: switching to WAL itself needs a lock another connection may
 /// hold), WAL for concurrent readers, foreign keys on, and full durability.
