@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Chronos calendar sync: the release binary on a small non-root base image.
-# Build:  docker build --build-arg CHRONOS_GIT_COMMIT=$(git rev-parse --short=12 HEAD) -t chronos .
+# Build:  docker build --build-arg CHRONOS_BUILD_COMMIT=$(git rev-parse --short=12 HEAD) -t chronos .
 # Run:    docker run -p 8080:8080 -v chronos-data:/var/lib/chronos chronos
 # See docs/operations.md ("Container image").
 
@@ -8,8 +8,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # .dockerignore keeps .git out, so build.rs cannot ask git: pass the commit.
-ARG CHRONOS_GIT_COMMIT=unknown
-ENV CHRONOS_GIT_COMMIT=${CHRONOS_GIT_COMMIT}
+ARG CHRONOS_BUILD_COMMIT=unknown
+ENV CHRONOS_BUILD_COMMIT=${CHRONOS_BUILD_COMMIT}
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p chronos-server \

@@ -4,5 +4,5 @@
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The git commit (12 hex digits), or `unknown` when built outside a checkout
-/// without `CHRONOS_GIT_COMMIT`.
+/// without `CHRONOS_BUILD_COMMIT` (`build.rs` sets `CHRONOS_GIT_COMMIT`).
 pub const COMMIT: &str = env!("CHRONOS_GIT_COMMIT");

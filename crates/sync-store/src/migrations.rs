@@ -21,12 +21,7 @@ pub async fn run_pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
     let url = url.clone();
     tokio::task::spawn_blocking(move || match &url {
         DatabaseUrl::Postgres(raw) => {
-            // Same TLS as the pool; the wrapper blocks on this (the caller's) runtime.
-            let connector = crate::tls::PgConnector::new(raw)?;
-            let conn = tokio::runtime::Handle::current()
-                .block_on(connector.connect())
-                .with_context(|| format!("connecting to {}", url.redacted()))?;
-            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+            let mut conn = connect_postgres(raw, &url)?;
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
                 .execute(&mut conn)
                 .context("taking the migration lock")?;
@@ -50,6 +45,20 @@ pub async fn run_pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
     .context("migration task panicked")?
 }
 
+/// A synchronous PostgreSQL connection for the migration harness, with the
+/// same TLS as the pool (see `tls`). Call on a blocking thread of a runtime:
+/// the wrapper blocks on that runtime.
+fn connect_postgres(
+    raw: &str,
+    url: &DatabaseUrl,
+) -> anyhow::Result<AsyncConnectionWrapper<AsyncPgConnection>> {
+    let connector = crate::tls::PgConnector::new(raw)?;
+    let conn = tokio::runtime::Handle::current()
+        .block_on(connector.connect())
+        .with_context(|| format!("connecting to {}", url.redacted()))?;
+    Ok(AsyncConnectionWrapper::from(conn))
+}
+
 fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> anyhow::Result<Vec<String>>
 where
     C: MigrationHarness<<C as diesel::Connection>::Backend> + diesel::Connection,
@@ -61,6 +70,39 @@ where
 }
 
 use diesel::RunQueryDsl as _;
+
+/// The versions not yet applied; connects but applies nothing (for
+/// `chronos-server config --check`). On SQLite the file must exist: opening a
+/// missing one would create it.
+pub async fn pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || match &url {
+        DatabaseUrl::Postgres(raw) => {
+            let mut conn = connect_postgres(raw, &url)?;
+            unapplied(&mut conn, POSTGRES)
+        }
+        DatabaseUrl::Sqlite(path) => {
+            if !path.exists() {
+                anyhow::bail!("{} does not exist", path.display());
+            }
+            let mut conn = establish_sqlite(&path.to_string_lossy())
+                .with_context(|| format!("opening {}", url.redacted()))?;
+            unapplied(&mut conn, SQLITE)
+        }
+    })
+    .await
+    .context("migration task panicked")?
+}
+
+fn unapplied<C>(conn: &mut C, migrations: EmbeddedMigrations) -> anyhow::Result<Vec<String>>
+where
+    C: MigrationHarness<<C as diesel::Connection>::Backend> + diesel::Connection,
+{
+    let pending = conn
+        .pending_migrations(migrations)
+        .map_err(|e| anyhow::anyhow!("reading the applied migrations: {e}"))?;
+    Ok(pending.iter().map(|m| m.name().to_string()).collect())
+}
 
 /// The migration versions already released, in order, as Diesel reports them
 /// (the folder name's `YYYY-MM-DD-NNNNNN` without dashes). A new migration must sort
