@@ -30,6 +30,8 @@ pub struct Overrides {
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
+    /// `GET /metrics` on `metrics_bind`, when set: its port and server.
+    metrics: Option<(u16, actix_web::dev::Server)>,
     context: WorkerContext,
     /// SQLite: this process's exclusive hold on the database, for its lifetime.
     _lock: Option<InstanceLock>,
@@ -43,9 +45,37 @@ impl std::fmt::Debug for Application {
     }
 }
 
+/// The server for `GET /metrics` alone on `metrics_bind`; it stops with the main one.
+fn metrics_server(
+    address: std::net::SocketAddr,
+    renderer: web::Data<MetricsRenderer>,
+) -> anyhow::Result<(u16, actix_web::dev::Server)> {
+    let listener = TcpListener::bind(address)
+        .with_context(|| format!("binding `metrics_bind` = {address}"))?;
+    let port = listener
+        .local_addr()
+        .context("reading the metrics address")?
+        .port();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(renderer.clone())
+            .configure(webhook_http::configure_metrics)
+            .default_service(web::to(webhook_http::error::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .context("starting the metrics server")?
+    .run();
+    Ok((port, server))
+}
+
 /// Opens the store named by the configuration, running pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let key = config.encryption_key.as_ref().map(|k| k.expose());
+    if let Some(notice) = config.database_url.tls_notice() {
+        tracing::warn!("{notice}");
+    }
     Store::open(config.database_url.clone(), key, PoolOptions::default())
         .await
         .with_context(|| format!("opening the database {}", config.database_url.redacted()))
@@ -136,17 +166,30 @@ impl Application {
             Arc::clone(&clock),
             config.admin_token.as_ref().map(|t| t.expose().to_owned()),
         ));
-        let prometheus = crate::metrics::handle();
-        let renderer = web::Data::new(MetricsRenderer::new(move || prometheus.render()));
+        let metrics_store = store.clone();
+        let renderer = web::Data::new(MetricsRenderer::new(move || {
+            crate::metrics::render(&metrics_store)
+        }));
+        // With `metrics_bind`, `/metrics` moves there (and answers 404 on `bind`).
+        let (renderer, metrics) = match config.metrics_bind {
+            None => (Some(renderer), None),
+            Some(address) => (None, Some(metrics_server(address, renderer)?)),
+        };
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    webhook_http::route_metrics::middleware,
+                ))
                 .wrap(actix_web::middleware::from_fn(
                     webhook_http::request_id::middleware,
                 ))
                 .app_data(state.clone())
-                .app_data(internal.clone())
-                .app_data(renderer.clone())
-                .configure(webhook_http::configure)
+                .app_data(internal.clone());
+            let app = match &renderer {
+                Some(renderer) => app.app_data(renderer.clone()),
+                None => app,
+            };
+            app.configure(webhook_http::configure)
                 .configure(webhook_http::configure_internal)
                 .default_service(web::to(webhook_http::error::not_found))
         })
@@ -172,6 +215,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            metrics,
             context,
             _lock: lock,
         })
@@ -180,6 +224,11 @@ impl Application {
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the separate `/metrics` server (`metrics_bind`), if any.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     /// The store the server uses.
@@ -192,14 +241,23 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let workers = workers::spawn_all(&self.context, &shutdown);
+        let metrics = self.metrics.map(|(port, server)| {
+            let handle = server.handle();
+            (port, handle, tokio::spawn(server))
+        });
         tracing::info!(
             port = self.port,
+            metrics_port = metrics.as_ref().map(|(port, _, _)| *port),
             database = %self.context.config.database_url.redacted(),
             instance = %self.context.instance_id,
             "chronos-server listening"
         );
         // actix handles SIGTERM/SIGINT itself: it stops accepting, drains, then resolves.
         let served = self.server.await;
+        if let Some((_, handle, task)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         tracing::info!("HTTP server stopped; draining workers");
         shutdown.cancel();
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(workers)).await;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use sync_domain::redact::redact_url;
 use sync_domain::schedule::CoalescingPolicy;
 use sync_store::DatabaseUrl;
 use sync_store::crypto::EncryptionKey;
@@ -37,6 +38,7 @@ pub struct RawConfig {
     pub stopped_channel_retention_hours: u64,
     pub log_format: String,
     pub encryption_key: Option<String>,
+    pub metrics_bind: Option<String>,
 }
 
 impl Default for RawConfig {
@@ -59,6 +61,7 @@ impl Default for RawConfig {
                 / 3600,
             log_format: "pretty".into(),
             encryption_key: None,
+            metrics_bind: None,
         }
     }
 }
@@ -72,9 +75,15 @@ impl std::fmt::Debug for RawConfig {
         f.debug_struct("RawConfig")
             .field("database_url", &database_url)
             .field("bind", &self.bind)
-            .field("webhook_base_url", &self.webhook_base_url)
-            .field("google_api_base_url", &self.google_api_base_url)
-            .field("google_token_url", &self.google_token_url)
+            .field(
+                "webhook_base_url",
+                &self.webhook_base_url.as_deref().map(redact_url),
+            )
+            .field(
+                "google_api_base_url",
+                &redact_url(&self.google_api_base_url),
+            )
+            .field("google_token_url", &redact_url(&self.google_token_url))
             .field("google_client_id", &self.google_client_id)
             .field("google_client_secret", &hidden(&self.google_client_secret))
             .field("admin_token", &hidden(&self.admin_token))
@@ -88,6 +97,7 @@ impl std::fmt::Debug for RawConfig {
             )
             .field("log_format", &self.log_format)
             .field("encryption_key", &hidden(&self.encryption_key))
+            .field("metrics_bind", &self.metrics_bind)
             .finish()
     }
 }
@@ -136,8 +146,8 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Validated configuration.
-#[derive(Debug, Clone)]
+/// Validated configuration; `Debug` shows [`Config::redacted_lines`].
+#[derive(Clone)]
 pub struct Config {
     pub database_url: DatabaseUrl,
     pub bind: SocketAddr,
@@ -154,6 +164,15 @@ pub struct Config {
     pub stopped_channel_retention: Duration,
     pub log_format: LogFormat,
     pub encryption_key: Option<Secret>,
+    /// Where `GET /metrics` is served instead of on `bind`; unset: on `bind`.
+    pub metrics_bind: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not derived: `Url`'s `Debug` would print passwords.
+        f.debug_map().entries(self.redacted_lines()).finish()
+    }
 }
 
 /// Why configuration was refused: one line naming the key, never its secret value.
@@ -235,6 +254,16 @@ impl RawConfig {
                 ),
             )
         })?;
+        let metrics_bind = non_empty(self.metrics_bind)
+            .map(|raw| {
+                raw.parse::<SocketAddr>().map_err(|_| {
+                    bad(
+                        "metrics_bind",
+                        format!("`{raw}` is not an address like 127.0.0.1:9090"),
+                    )
+                })
+            })
+            .transpose()?;
         let webhook_base_url = non_empty(self.webhook_base_url)
             .map(|raw| parse_http_url("webhook_base_url", &raw))
             .transpose()?;
@@ -297,6 +326,7 @@ impl RawConfig {
             ),
             log_format,
             encryption_key: encryption_key.map(Secret),
+            metrics_bind,
         })
     }
 }
@@ -382,10 +412,13 @@ fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 fn parse_http_url(key: &str, raw: &str) -> Result<Url, ConfigError> {
-    let url =
-        Url::parse(raw.trim()).map_err(|e| bad(key, format!("`{raw}` is not a URL ({e})")))?;
+    let url = Url::parse(raw.trim())
+        .map_err(|e| bad(key, format!("`{}` is not a URL ({e})", redact_url(raw))))?;
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-        return Err(bad(key, format!("`{raw}` is not an http(s) URL")));
+        return Err(bad(
+            key,
+            format!("`{}` is not an http(s) URL", redact_url(raw)),
+        ));
     }
     Ok(url)
 }
@@ -416,15 +449,18 @@ impl Config {
             ("bind".into(), quoted(&self.bind.to_string())),
             (
                 "webhook_base_url".into(),
-                opt(self.webhook_base_url.as_ref().map(Url::to_string)),
+                opt(self
+                    .webhook_base_url
+                    .as_ref()
+                    .map(|u| redact_url(u.as_str()))),
             ),
             (
                 "google_api_base_url".into(),
-                quoted(self.google_api_base_url.as_str()),
+                quoted(&redact_url(self.google_api_base_url.as_str())),
             ),
             (
                 "google_token_url".into(),
-                quoted(self.google_token_url.as_str()),
+                quoted(&redact_url(self.google_token_url.as_str())),
             ),
             (
                 "google_client_id".into(),
@@ -460,6 +496,10 @@ impl Config {
                 quoted(&format!("{:?}", self.log_format).to_ascii_lowercase()),
             ),
             ("encryption_key".into(), secret(&self.encryption_key)),
+            (
+                "metrics_bind".into(),
+                opt(self.metrics_bind.map(|a| a.to_string())),
+            ),
         ]
     }
 
@@ -544,6 +584,39 @@ mod tests {
         for secret in ["admin-token-0123456789", "client-secret-value", "hunter2"] {
             assert!(!shown.contains(secret), "{secret} leaked");
         }
+    }
+
+    #[test]
+    fn passwords_in_any_url_key_are_never_printed() {
+        let config = with(&[
+            ("database_url", "postgres://u@db/chronos?password=hunter2"),
+            (
+                "webhook_base_url",
+                "https://hook:webhookpw@chronos.example.com",
+            ),
+            (
+                "google_api_base_url",
+                "https://g:apipw@google.example.com/v3",
+            ),
+            (
+                "google_token_url",
+                "https://t.example.com/token?client_secret=tokenpw",
+            ),
+        ])
+        .unwrap();
+        let raw = RawConfig {
+            database_url: "postgres://u@db/chronos?password=hunter2".into(),
+            webhook_base_url: Some("https://hook:webhookpw@chronos.example.com".into()),
+            ..RawConfig::default()
+        };
+        let shown = format!("{config:?} {:?} {raw:?}", config.redacted_lines());
+        for secret in ["hunter2", "webhookpw", "apipw", "tokenpw"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        let err = with(&[("webhook_base_url", "ftp://hook:webhookpw@x")])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("webhookpw"), "{err}");
     }
 
     #[test]

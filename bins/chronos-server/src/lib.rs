@@ -8,6 +8,7 @@
 //! verbs in [`operator`]).
 
 pub mod app;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod entropy;

@@ -49,6 +49,28 @@ pub const CHANNELS: &str = "chronos_channels";
 /// Seconds until the soonest active channel expires (+Inf when none).
 pub const SOONEST_EXPIRY: &str = "chronos_channel_soonest_expiry_seconds";
 
+/// Always 1, labelled with the `version` and the git `commit` of the binary.
+pub const BUILD_INFO: &str = "chronos_build_info";
+/// Connections the database pool holds open, by `pool`.
+pub const POOL_SIZE: &str = "chronos_db_pool_connections";
+/// The most connections the pool may open, by `pool`.
+pub const POOL_MAX_SIZE: &str = "chronos_db_pool_max_connections";
+/// Open connections idle in the pool, by `pool`.
+pub const POOL_AVAILABLE: &str = "chronos_db_pool_available_connections";
+/// Callers waiting for a connection, by `pool` (above 0 for long: the pool is exhausted).
+pub const POOL_WAITING: &str = "chronos_db_pool_waiting_requests";
+/// Internal API requests by `route`, `method` and `status`.
+pub const INTERNAL_REQUESTS: &str = webhook_http::route_metrics::INTERNAL_REQUESTS_METRIC;
+/// Webhook notifications by `outcome`.
+pub const NOTIFICATIONS: &str = webhook_http::webhook::NOTIFICATIONS_METRIC;
+/// How long the webhook took to answer.
+pub const WEBHOOK_DURATION: &str = webhook_http::webhook::DURATION_METRIC;
+/// Calls to Google by `method` and `status`.
+pub const GOOGLE_CALLS: &str = google_client::CALLS_METRIC;
+
+/// The store's pool's label value (the one pool the process has).
+const STORE_POOL: &str = "store";
+
 /// How often the sampler reads the database.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -92,12 +114,147 @@ fn builder() -> PrometheusBuilder {
 
 fn install() -> PrometheusHandle {
     match builder().install_recorder() {
-        Ok(handle) => handle,
+        Ok(handle) => {
+            // Descriptions go to the installed recorder, so only now.
+            describe();
+            process_collector().describe();
+            metrics::gauge!(
+                BUILD_INFO,
+                "version" => crate::build_info::VERSION,
+                "commit" => crate::build_info::COMMIT,
+            )
+            .set(1.0);
+            handle
+        }
         Err(error) => {
             tracing::warn!(%error, "a metrics recorder is already installed; /metrics shows an empty registry");
             builder().build_recorder().handle()
         }
     }
+}
+
+/// `# HELP` (and the unit) for every `chronos_` family; a test checks that none is missing.
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        SYNCS,
+        Unit::Count,
+        "Syncs by outcome (success, retry, gone, needs_reauth, lease_lost, abandoned)."
+    );
+    describe_histogram!(
+        SYNC_DURATION,
+        Unit::Seconds,
+        "How long a sync took, by outcome."
+    );
+    describe_counter!(
+        EVENTS_APPLIED,
+        Unit::Count,
+        "Events (created, changed or cancelled) written to the mirror."
+    );
+    describe_histogram!(
+        NOTIFICATION_TO_SYNC,
+        Unit::Seconds,
+        "From the first unserved sync request to the end of the sync that served it."
+    );
+    describe_counter!(
+        REGISTRATIONS,
+        Unit::Count,
+        "Channel registrations by kind (first, renewal) and outcome (registered, failed, polling)."
+    );
+    describe_counter!(
+        STOPS,
+        Unit::Count,
+        "Channel stops at Google by outcome (stopped, retry, error)."
+    );
+    describe_gauge!(CALENDARS, Unit::Count, "Calendars by sync state.");
+    describe_gauge!(
+        CALENDARS_BY_PUSH_MODE,
+        Unit::Count,
+        "Calendars by push mode (push, polling)."
+    );
+    describe_gauge!(
+        PENDING_REQUESTS,
+        Unit::Count,
+        "Calendars with an unserved sync request."
+    );
+    describe_gauge!(
+        OLDEST_PENDING,
+        Unit::Seconds,
+        "Age of the oldest unserved sync request (0 when none)."
+    );
+    describe_gauge!(
+        CHANNELS,
+        Unit::Count,
+        "Channels by state (registering, active, retiring)."
+    );
+    describe_gauge!(
+        SOONEST_EXPIRY,
+        Unit::Seconds,
+        "Seconds until the soonest active channel expires (+Inf when none)."
+    );
+    describe_counter!(
+        NOTIFICATIONS,
+        Unit::Count,
+        "Webhook notifications by outcome."
+    );
+    describe_histogram!(
+        WEBHOOK_DURATION,
+        Unit::Seconds,
+        "How long the webhook took to answer Google."
+    );
+    describe_counter!(
+        GOOGLE_CALLS,
+        Unit::Count,
+        "Calls to the Google Calendar API and token endpoint by method and status."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels name the version and the git commit of the running binary."
+    );
+    describe_gauge!(
+        POOL_SIZE,
+        Unit::Count,
+        "Database connections the pool holds open."
+    );
+    describe_gauge!(
+        POOL_MAX_SIZE,
+        Unit::Count,
+        "The most database connections the pool may open."
+    );
+    describe_gauge!(
+        POOL_AVAILABLE,
+        Unit::Count,
+        "Open database connections idle in the pool."
+    );
+    describe_gauge!(
+        POOL_WAITING,
+        Unit::Count,
+        "Callers waiting for a database connection (persistently above 0: the pool is exhausted)."
+    );
+    describe_counter!(
+        INTERNAL_REQUESTS,
+        Unit::Count,
+        "Internal API requests by route pattern, method and status."
+    );
+}
+
+/// The process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, …), read when `/metrics` is rendered.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Renders the exposition for `GET /metrics`: the pool and process gauges are
+/// read now, the rest is what was recorded.
+pub fn render(store: &Store) -> String {
+    let status = store.pool().status();
+    metrics::gauge!(POOL_SIZE, "pool" => STORE_POOL).set(status.size as f64);
+    metrics::gauge!(POOL_MAX_SIZE, "pool" => STORE_POOL).set(status.max_size as f64);
+    metrics::gauge!(POOL_AVAILABLE, "pool" => STORE_POOL).set(status.available as f64);
+    metrics::gauge!(POOL_WAITING, "pool" => STORE_POOL).set(status.waiting as f64);
+    process_collector().collect();
+    handle().render()
 }
 
 /// Sets the gauges from a snapshot taken at `now`; every known label value is

@@ -10,6 +10,7 @@
 //! - [`renewal`]: when channels are renewed, retried and given up on (SPEC section 7);
 //! - [`admin`]: the internal API's port and views (SPEC section 5);
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
+//! - [`redact`]: passwords out of URLs before they are shown;
 //! - [`ports`]: the traits the other crates implement or consume.
 
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod channel;
 pub mod ids;
 pub mod notification;
 pub mod ports;
+pub mod redact;
 pub mod renewal;
 pub mod schedule;
 pub mod secret;

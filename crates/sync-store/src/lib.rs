@@ -4,7 +4,8 @@
 //! ([`DatabaseUrl`]), built on Diesel, diesel-async and deadpool. It implements
 //! the domain's ports ([`sync_domain::ports::WebhookStore`],
 //! [`sync_domain::ports::CredentialStore`]); query code is written once and
-//! compiled for both backends (see [`pool`]). Migrations are embedded
+//! compiled for both backends (see [`pool`]); PostgreSQL connections use TLS
+//! as libpq's `sslmode` says ([`tls`]). Migrations are embedded
 //! ([`migrations`]); credentials are encrypted at rest ([`crypto`]).
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod sync_queue;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 mod timestamps;
+pub mod tls;
 mod webhook;
 
 pub use pool::{DatabaseUrl, DatabaseUrlError, DbPool, PoolOptions};

@@ -2,7 +2,6 @@
 
 use crate::pool::{DatabaseUrl, establish_sqlite};
 use anyhow::Context as _;
-use diesel::Connection as _;
 use diesel_async::AsyncPgConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -22,8 +21,7 @@ pub async fn run_pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
     let url = url.clone();
     tokio::task::spawn_blocking(move || match &url {
         DatabaseUrl::Postgres(raw) => {
-            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(raw)
-                .with_context(|| format!("connecting to {}", url.redacted()))?;
+            let mut conn = connect_postgres(raw, &url)?;
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
                 .execute(&mut conn)
                 .context("taking the migration lock")?;
@@ -47,6 +45,20 @@ pub async fn run_pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
     .context("migration task panicked")?
 }
 
+/// A synchronous PostgreSQL connection for the migration harness, with the
+/// same TLS as the pool (see `tls`). Call on a blocking thread of a runtime:
+/// the wrapper blocks on that runtime.
+fn connect_postgres(
+    raw: &str,
+    url: &DatabaseUrl,
+) -> anyhow::Result<AsyncConnectionWrapper<AsyncPgConnection>> {
+    let connector = crate::tls::PgConnector::new(raw)?;
+    let conn = tokio::runtime::Handle::current()
+        .block_on(connector.connect())
+        .with_context(|| format!("connecting to {}", url.redacted()))?;
+    Ok(AsyncConnectionWrapper::from(conn))
+}
+
 fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> anyhow::Result<Vec<String>>
 where
     C: MigrationHarness<<C as diesel::Connection>::Backend> + diesel::Connection,
@@ -66,8 +78,7 @@ pub async fn pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
     let url = url.clone();
     tokio::task::spawn_blocking(move || match &url {
         DatabaseUrl::Postgres(raw) => {
-            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(raw)
-                .with_context(|| format!("connecting to {}", url.redacted()))?;
+            let mut conn = connect_postgres(raw, &url)?;
             unapplied(&mut conn, POSTGRES)
         }
         DatabaseUrl::Sqlite(path) => {

@@ -64,6 +64,9 @@ impl DatabaseUrl {
             {
                 return Err(DatabaseUrlError::InvalidPostgres("no host".into()));
             }
+            // The TLS parameters (and every other one) are checked now, so a
+            // typo stops startup instead of the first connection.
+            crate::tls::PgConnectSpec::parse(raw).map_err(DatabaseUrlError::InvalidPostgres)?;
             return Ok(Self::Postgres(raw.to_owned()));
         }
         let path = if let Some(rest) = lower
@@ -85,19 +88,26 @@ impl DatabaseUrl {
         Ok(Self::Sqlite(PathBuf::from(path)))
     }
 
-    /// The URL with any password replaced by `***`, for logs and `config`.
+    /// The URL with any password (user info or `password=`) replaced by `***`,
+    /// for logs, `config` and errors.
     pub fn redacted(&self) -> String {
         match self {
             Self::Postgres(raw) => match url::Url::parse(raw) {
-                Ok(mut url) => {
-                    if url.password().is_some() {
-                        let _ = url.set_password(Some("***"));
-                    }
-                    url.to_string()
-                }
+                Ok(_) => sync_domain::redact::redact_url(raw),
                 Err(_) => "postgres://***".to_owned(),
             },
             Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
+
+    /// A warning for the startup log when the connection is encrypted but the
+    /// server's identity is not verified (`sslmode=require` without `sslrootcert`).
+    pub fn tls_notice(&self) -> Option<&'static str> {
+        match self {
+            Self::Postgres(raw) => crate::tls::PgConnectSpec::parse(raw)
+                .ok()
+                .and_then(|spec| spec.unverified_identity_notice()),
+            Self::Sqlite(_) => None,
         }
     }
 
@@ -146,6 +156,16 @@ impl std::fmt::Debug for DbPool {
     }
 }
 
+impl DbPool {
+    /// How many connections are open, idle and waited for (for metrics).
+    pub fn status(&self) -> deadpool::Status {
+        match self {
+            Self::Postgres(p) => p.status(),
+            Self::Sqlite(p) => p.status(),
+        }
+    }
+}
+
 /// Per-connection SQLite settings: a busy timeout so writers queue instead of
 /// failing (first: switching to WAL itself needs a lock another connection may
 /// hold), WAL for concurrent readers, foreign keys on, and full durability.
@@ -162,6 +182,12 @@ impl DbPool {
                 // No `SELECT 1` on every checkout: a connection that failed is
                 // marked broken by diesel-async and discarded on return anyway.
                 config.recycling_method = RecyclingMethod::Fast;
+                // TLS as the URL's `sslmode` says (see `tls`).
+                let connector = std::sync::Arc::new(crate::tls::PgConnector::new(raw)?);
+                config.custom_setup = Box::new(move |_url| {
+                    let connector = std::sync::Arc::clone(&connector);
+                    Box::pin(async move { connector.connect().await })
+                });
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
                     raw.clone(),
                     config,
@@ -303,6 +329,9 @@ mod tests {
     fn redaction_hides_the_password() {
         let url = DatabaseUrl::parse("postgres://chronos:hunter2@db/chronos").unwrap();
         assert!(!url.redacted().contains("hunter2"));
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let url = DatabaseUrl::parse("postgres://chronos@db/chronos?password=hunter2").unwrap();
+        assert!(!url.redacted().contains("hunter2"), "{}", url.redacted());
         assert!(!format!("{url:?}").contains("hunter2"));
     }
 }

@@ -7,6 +7,7 @@
 //! - [`internal`]: the internal API under `/internal` (SPEC section 5), mounted by [`configure_internal`];
 //! - [`metrics`]: `GET /metrics`, rendered by the binary's exporter;
 //! - [`request_id`]: the middleware giving each request an id and a span;
+//! - [`route_metrics`]: the middleware counting internal API requests by route and status;
 //! - [`routes`]: the table of every route ([`ROUTES`]), which `docs/openapi.json` documents;
 //! - [`error`]: the one error type of the boundary and its JSON responses;
 //! - [`state`]: what the binary registers with `web::Data` before calling [`configure`].
@@ -16,6 +17,7 @@ pub mod health;
 pub mod internal;
 pub mod metrics;
 pub mod request_id;
+pub mod route_metrics;
 pub mod routes;
 pub mod state;
 pub mod webhook;
@@ -51,7 +53,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(route(Method::GET, health::READINESS_PATH).to(health::readyz))
             .default_service(web::to(error::method_not_allowed("GET"))),
     )
-    .service(
+    .configure(configure_metrics);
+}
+
+/// Mounts `GET /metrics` alone (the binary serves it on `metrics_bind` when set).
+pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
+    cfg.service(
         resource("", metrics::PATH)
             .route(route(Method::GET, metrics::PATH).to(metrics::metrics))
             .default_service(web::to(error::method_not_allowed("GET"))),

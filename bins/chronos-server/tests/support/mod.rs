@@ -17,6 +17,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// `http://127.0.0.1:PORT` of the `/metrics` server when `metrics_bind` is set.
+    pub metrics_address: Option<String>,
     pub store: Store,
     pub google: FakeGoogleCalendar,
     pub http: reqwest::Client,
@@ -60,11 +62,15 @@ pub async fn spawn_app_with(
         .await
         .expect("building the app");
     let port = app.port();
+    let metrics_address = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let store = app.store().clone();
     tokio::spawn(app.run_until_stopped());
     Some(TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_address,
         store,
         google,
         http: reqwest::Client::new(),
