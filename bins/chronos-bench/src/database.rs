@@ -55,29 +55,9 @@ pub struct PgCounters {
     pub wal_sync: i64,
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// Runs `sql`, a query returning one BIGINT column `n`, on either backend.
 pub async fn count(store: &Store, sql: &str) -> anyhow::Result<i64> {
-    let count = match store.pool() {
-        sync_store::DbPool::Postgres(pool) => {
-            let mut conn = pool.get().await?;
-            diesel::sql_query(sql)
-                .get_result::<Count>(&mut *conn)
-                .await?
-        }
-        sync_store::DbPool::Sqlite(pool) => {
-            let mut conn = pool.get().await?;
-            diesel::sql_query(sql)
-                .get_result::<Count>(&mut *conn)
-                .await?
-        }
-    };
-    Ok(count.n)
+    Ok(store.count(sql).await?)
 }
 
 impl BenchDb {
@@ -136,7 +116,7 @@ impl BenchDb {
     pub async fn recorded_requests(&self, store: &Store) -> anyhow::Result<i64> {
         count(
             store,
-            "SELECT CAST(COALESCE(SUM(sync_request_count), 0) AS BIGINT) AS n FROM calendar_sync_state",
+            "SELECT CAST(COALESCE(SUM(request_count), 0) AS BIGINT) AS n FROM sync_requests",
         )
         .await
     }

@@ -69,10 +69,7 @@ fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
 }
 
 fn me(claim: &Claim, owner: &'static str) -> ClaimRef<'static> {
-    ClaimRef {
-        calendar_id: claim.calendar_id,
-        owner,
-    }
+    claim.by(owner)
 }
 
 async fn complete(

@@ -55,7 +55,7 @@ pub fn outcome_of(error: &ApiError) -> &'static str {
 }
 
 /// The handler proper; `Ok` carries the outcome label of a 200
-/// (`accepted`, `duplicate`, `handshake`, `unknown_channel`, `orphaned`).
+/// (`accepted`, `coalesced`, `duplicate`, `handshake`, `unknown_channel`, `orphaned`).
 async fn handle(
     req: &HttpRequest,
     body: web::Payload,
@@ -124,6 +124,7 @@ async fn handle(
                 })?;
             match recorded {
                 RecordOutcome::Recorded => verdict.label(),
+                RecordOutcome::AlreadyPending => "coalesced",
                 // A concurrent notification won the race, or the calendar left since the lookup.
                 RecordOutcome::Duplicate => Verdict::Duplicate.label(),
                 RecordOutcome::CalendarGone => Verdict::Orphaned.label(),
