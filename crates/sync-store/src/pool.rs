@@ -295,6 +295,15 @@ pub(crate) fn query_error(error: DieselError) -> StoreError {
             _,
         )
         | DieselError::BrokenTransactionManager => StoreError::Unavailable(Box::new(error)),
+        // A bounded wait that ran out (SQLite busy, PostgreSQL lock or
+        // statement timeout): the database is not answering in time.
+        DieselError::DatabaseError(_, info)
+            if ["database is locked", "lock timeout", "statement timeout"]
+                .iter()
+                .any(|m| info.message().contains(m)) =>
+        {
+            StoreError::Unavailable(Box::new(error))
+        }
         _ => StoreError::Query(Box::new(error)),
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 use sync_domain::fakes::FakeClock;
 use sync_domain::ports::{
     CachedAccessToken, Clock, CredentialStore, RecordOutcome, SyncRequest, WebhookStore,
@@ -396,3 +397,75 @@ test_on_both_backends!(
         assert_eq!(store.find_channel(&channel).await.unwrap(), None);
     }
 );
+
+/// PostgreSQL: a sync's page transaction locks the calendar's state row for as
+/// long as it upserts; the webhook writes only `sync_requests`, so it answers
+/// meanwhile. (SQLite has one writer connection: there the webhook's batch
+/// simply follows the page's short transaction.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_write_does_not_wait_for_an_open_page_transaction() {
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _, SimpleAsyncConnection as _};
+    let Some(db) = sync_store::test_support::TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+    consume_pending_request(&store, calendar.id).await; // a sync claimed it
+    let sync_store::DatabaseUrl::Postgres(raw) = store.url() else {
+        panic!("a PostgreSQL test database");
+    };
+    let mut page = diesel_async::AsyncPgConnection::establish(raw)
+        .await
+        .unwrap();
+    page.batch_execute("BEGIN").await.unwrap();
+    diesel::sql_query("UPDATE calendar_sync_state SET updated_at = updated_at WHERE id = $1")
+        .bind::<diesel::sql_types::Text, _>(calendar.id.to_string())
+        .execute(&mut page)
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.record_sync_request(&request(calendar.id, "chan-1", Some(1))),
+    )
+    .await
+    .expect("the webhook write did not wait for the page transaction")
+    .unwrap();
+    assert_eq!(outcome, RecordOutcome::Recorded);
+    page.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// SQLite: another process holding the write lock stands for a database that
+/// stops answering; the write is refused as unavailable (503 upstream)
+/// within the group commit's bound instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_database_does_not_take_is_unavailable_within_the_bound() {
+    let db = sync_store::test_support::TestDb::sqlite();
+    let store = db.store().await;
+    let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+    consume_pending_request(&store, calendar.id).await;
+    let sync_store::DatabaseUrl::Sqlite(path) = store.url() else {
+        panic!("a SQLite test database");
+    };
+    let blocker = rusqlite_free_lock(path);
+    let started = std::time::Instant::now();
+    let outcome = store
+        .record_sync_request(&request(calendar.id, "chan-1", Some(1)))
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(outcome, Err(sync_domain::ports::StoreError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    assert!(waited < Duration::from_secs(7), "waited {waited:?}");
+    drop(blocker);
+}
+
+/// Holds SQLite's write lock from another connection until dropped.
+fn rusqlite_free_lock(path: &std::path::Path) -> diesel::SqliteConnection {
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+    let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+    conn.batch_execute("PRAGMA busy_timeout = 1000; BEGIN IMMEDIATE;")
+        .unwrap();
+    conn
+}

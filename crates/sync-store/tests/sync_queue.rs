@@ -513,3 +513,86 @@ test_on_both_backends!(
         assert_eq!(taken[0].calendar_id, calendar.id);
     }
 );
+
+test_on_both_backends!(
+    a_stale_claim_of_the_same_instance_writes_nothing,
+    async |store: Store| {
+        connected(&store, "u1", "primary").await;
+        // One task of instance "a" claims, stalls past its lease...
+        let stale = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        // ...and another task of the same instance claims the calendar again.
+        let fresh = claim_at(
+            &store,
+            "a",
+            later(5_000) + LEASE + Duration::from_secs(1),
+            0,
+        )
+        .await
+        .remove(0);
+        assert!(
+            fresh.epoch > stale.epoch,
+            "each claim gets a new fencing epoch"
+        );
+        let ghost = [event("e1", "confirmed", "from the stalled task")];
+        assert!(
+            !complete(
+                &store,
+                &stale,
+                "a",
+                &ghost,
+                "stale",
+                stale.generation,
+                false
+            )
+            .await,
+            "the owner matches but the epoch does not: refused"
+        );
+        assert!(mirror(&store, &stale).await.is_empty());
+        assert!(
+            !store
+                .renew_lease(me(&stale, "a"), later(100_000), later(0))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .renew_lease(me(&fresh, "a"), later(100_000), later(0))
+                .await
+                .unwrap()
+        );
+    }
+);
+
+/// PostgreSQL only: the liveness lock is PostgreSQL's (SQLite has one process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_claim_is_taken_over_before_its_lease_ends() {
+    let Some(db) = sync_store::test_support::TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    connected(&store, "u1", "primary").await;
+    // The instance "dead" is alive while it holds its lock, and claims.
+    let lock = store.hold_instance_lock("dead").await.unwrap();
+    let claimed = claim_at(&store, "dead", later(0), 0).await;
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        claim_at(&store, "b", later(1_000), 0).await.is_empty(),
+        "a live owner's lease is respected"
+    );
+    // Its process dies: the server drops the session, and with it the lock.
+    drop(lock);
+    let mut taken = Vec::new();
+    for _ in 0..40 {
+        taken = claim_at(&store, "b", later(1_000), 0).await;
+        if !taken.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        taken.len(),
+        1,
+        "taken over within 2 s, long before the 60 s lease"
+    );
+    assert!(taken[0].epoch > claimed[0].epoch);
+}

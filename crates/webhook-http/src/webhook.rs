@@ -10,7 +10,7 @@ use crate::state::WebhookState;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
 use sync_domain::notification::{ChannelRef, HeaderValue};
-use sync_domain::ports::{RecordOutcome, SyncRequest};
+use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::verification::needs_lookup;
 use sync_domain::{ChannelRecord, Notification, Verdict, verify};
 
@@ -62,6 +62,17 @@ async fn handle(
     state: &WebhookState,
 ) -> Result<&'static str, ApiError> {
     discard_body(req, body).await?;
+    // Every store call below shares one deadline.
+    let deadline = std::time::Instant::now() + state.store_deadline();
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let bounded = |what: String| {
+        move |_elapsed| {
+            ApiError::store_unavailable(
+                what,
+                StoreError::Unavailable("the store did not answer within the deadline".into()),
+            )
+        }
+    };
 
     let notification = Notification::parse(header_lookup(req.headers())).inspect_err(|_| {
         tracing::debug!("webhook request without a channel id");
@@ -69,9 +80,12 @@ async fn handle(
 
     let record = match &notification.channel {
         ChannelRef::Id(channel_id) if needs_lookup(&notification) => {
-            state.store().find_channel(channel_id).await.map_err(|e| {
-                ApiError::store_unavailable(format!("finding channel {channel_id}"), e)
-            })?
+            actix_web::rt::time::timeout(left(), state.store().find_channel(channel_id))
+                .await
+                .map_err(bounded(format!("finding channel {channel_id}")))?
+                .map_err(|e| {
+                    ApiError::store_unavailable(format!("finding channel {channel_id}"), e)
+                })?
         }
         _ => None,
     };
@@ -81,13 +95,13 @@ async fn handle(
     if let (Verdict::InvalidToken, ChannelRef::Id(channel_id)) = (&verdict, &notification.channel) {
         // Refuse only on what the database says now (the lookup may be cached):
         // a channel stopped meanwhile is unknown, and reveals nothing.
-        record = state
-            .store()
-            .find_channel_uncached(channel_id)
-            .await
-            .map_err(|e| {
-                ApiError::store_unavailable(format!("re-reading channel {channel_id}"), e)
-            })?;
+        record =
+            actix_web::rt::time::timeout(left(), state.store().find_channel_uncached(channel_id))
+                .await
+                .map_err(bounded(format!("re-reading channel {channel_id}")))?
+                .map_err(|e| {
+                    ApiError::store_unavailable(format!("re-reading channel {channel_id}"), e)
+                })?;
         verdict = verify(&notification, record.as_ref());
     }
     let outcome = match &verdict {
@@ -112,16 +126,18 @@ async fn handle(
                 message_number: *message_number,
                 requested_at: state.clock().now(),
             };
-            let recorded = state
-                .store()
-                .record_sync_request(&request)
-                .await
-                .map_err(|e| {
-                    ApiError::store_unavailable(
-                        format!("recording a sync request for channel {channel_id}"),
-                        e,
-                    )
-                })?;
+            let recorded =
+                actix_web::rt::time::timeout(left(), state.store().record_sync_request(&request))
+                    .await
+                    .map_err(bounded(format!(
+                        "recording a sync request for channel {channel_id}"
+                    )))?
+                    .map_err(|e| {
+                        ApiError::store_unavailable(
+                            format!("recording a sync request for channel {channel_id}"),
+                            e,
+                        )
+                    })?;
             match recorded {
                 RecordOutcome::Recorded => verdict.label(),
                 RecordOutcome::AlreadyPending => "coalesced",
