@@ -310,7 +310,18 @@ async fn sigkill_during_syncs(backend: Backend, plan: KillPlan) -> Option<KillRe
         let dead = server.instance(server.starts);
         if let Some(owner) = dead.as_deref() {
             let now = OffsetDateTime::now_utc();
-            let claim = ClaimRef { calendar_id, owner };
+            // The dead instance's claim is the calendar's latest one.
+            let epoch = store
+                .count(&format!(
+                    "SELECT claim_epoch AS n FROM calendar_sync_state WHERE id = '{calendar_id}'"
+                ))
+                .await
+                .unwrap();
+            let claim = ClaimRef {
+                calendar_id,
+                owner,
+                epoch,
+            };
             if plan.expire_dead_leases {
                 // The dead instance's claim would block the calendar for the
                 // rest of its 60 s lease; expiring it is what time would do.
