@@ -1,6 +1,7 @@
 //! The application state the handlers read, registered once by the binary.
 
 use std::sync::Arc;
+use std::time::Duration;
 use sync_domain::ports::{Clock, WebhookStore};
 
 /// The ports the webhook and health routes use, shared by every worker thread.
@@ -9,7 +10,6 @@ use sync_domain::ports::{Clock, WebhookStore};
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-use std::time::Duration;
 /// # use actix_web::{App, HttpServer, web};
 /// # use sync_domain::ports::{SystemClock, WebhookStore};
 /// # use webhook_http::WebhookState;
