@@ -250,6 +250,8 @@ impl Store {
                 .await
                 .map_err(query_error)?;
         });
+        // Known from now on, even if someone probed the id before.
+        self.channel_cache.forget(&channel.channel_id);
         Ok(())
     }
 

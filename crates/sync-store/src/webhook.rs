@@ -34,6 +34,9 @@ impl Store {
         if let Some(record) = self.channel_cache.get(channel_id) {
             return Ok(Some(record));
         }
+        if self.channel_cache.is_unknown(channel_id) {
+            return Ok(None);
+        }
         let row: Option<ChannelRow> = with_conn!(&self.readers, |conn| {
             wc::table
                 .left_join(cs::table.on(cs::id.nullable().eq(wc::calendar_id)))
@@ -66,8 +69,9 @@ impl Store {
                 last_message_number: last.filter(|_| is_current).map(MessageNumber::new),
             }
         });
-        if let Some(record) = &record {
-            self.channel_cache.put(channel_id, record);
+        match &record {
+            Some(record) => self.channel_cache.put(channel_id, record),
+            None => self.channel_cache.put_unknown(channel_id),
         }
         Ok(record)
     }

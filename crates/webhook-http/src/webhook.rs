@@ -20,6 +20,10 @@ pub const PATH: &str = "/calendar/webhook";
 /// Largest body accepted; Google sends none, so anything bigger is refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest a request body may take to arrive (Google sends none): a stranger
+/// trickling bytes holds a connection no longer than this, then gets 408.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Notifications received, by `outcome` (see [`outcome_of`]).
 pub const NOTIFICATIONS_METRIC: &str = "chronos_webhook_notifications_total";
 /// How long the handler took, from the request to the reply.
@@ -44,12 +48,13 @@ pub async fn receive(
 }
 
 /// The `outcome` label of a refused notification: `missing_channel`,
-/// `invalid_token`, `store_unavailable`, or `bad_request` (body too large or unreadable).
+/// `invalid_token`, `store_unavailable`, `body_timeout`, or `bad_request` (body too large or unreadable).
 pub fn outcome_of(error: &ApiError) -> &'static str {
     match error {
         ApiError::MissingChannelId => "missing_channel",
         ApiError::InvalidToken => "invalid_token",
         ApiError::StoreUnavailable { .. } => "store_unavailable",
+        ApiError::BodyTimeout => "body_timeout",
         _ => "bad_request",
     }
 }
@@ -162,7 +167,12 @@ async fn discard_body(req: &HttpRequest, body: web::Payload) -> Result<(), ApiEr
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    match body.to_bytes_limited(MAX_BODY_BYTES).await {
+    let Ok(read) =
+        actix_web::rt::time::timeout(BODY_DEADLINE, body.to_bytes_limited(MAX_BODY_BYTES)).await
+    else {
+        return Err(ApiError::BodyTimeout);
+    };
+    match read {
         Ok(Ok(_ignored)) => Ok(()),
         Ok(Err(error)) => Err(match error.as_error::<actix_web::error::PayloadError>() {
             Some(actix_web::error::PayloadError::Overflow) => ApiError::PayloadTooLarge,
