@@ -9,6 +9,7 @@
 //! - [`renewal`]: when channels are renewed, retried and given up on (SPEC section 7);
 //! - [`admin`]: the internal API's port and views (SPEC section 5);
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
+//! - [`sync_state`]: a calendar's sync state and its transitions;
 //! - [`ports`]: the traits the other crates implement or consume.
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod renewal;
 pub mod schedule;
 pub mod secret;
 pub mod sync;
+pub mod sync_state;
 pub mod verification;
 
 #[cfg(any(test, feature = "fakes"))]
@@ -28,4 +30,5 @@ pub mod fakes;
 pub use ids::{CalendarId, ChannelId, GoogleCalendarId, ResourceId, UserId};
 pub use notification::{MessageNumber, Notification, NotificationError, ResourceState};
 pub use secret::{AccessToken, ChannelToken, RefreshToken};
+pub use sync_state::SyncState;
 pub use verification::{ChannelRecord, Verdict, verify};

@@ -13,20 +13,23 @@ use sync_domain::{CalendarId, ChannelId, ChannelToken, GoogleCalendarId, Resourc
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
-/// `calendar_sync_state.sync_state` values.
+/// `calendar_sync_state.sync_state` values: the text forms of
+/// [`sync_domain::SyncState`], which owns them.
 pub mod sync_state {
+    use sync_domain::SyncState;
+
     /// Waiting to be synced.
-    pub const PENDING: &str = "pending";
+    pub const PENDING: &str = SyncState::Pending.as_str();
     /// Claimed by a sync worker.
-    pub const SYNCING: &str = "syncing";
+    pub const SYNCING: &str = SyncState::Syncing.as_str();
     /// Synced, nothing to do.
-    pub const IDLE: &str = "idle";
+    pub const IDLE: &str = SyncState::Idle.as_str();
     /// The last sync failed; a retry is scheduled.
-    pub const FAILING: &str = "failing";
+    pub const FAILING: &str = SyncState::Failing.as_str();
     /// Google refused the user's refresh token; waits for new credentials.
-    pub const NEEDS_REAUTH: &str = "needs_reauth";
+    pub const NEEDS_REAUTH: &str = SyncState::NeedsReauth.as_str();
     /// The calendar no longer exists at Google; it takes no sync requests.
-    pub const GONE: &str = "gone";
+    pub const GONE: &str = SyncState::Gone.as_str();
     /// Every state, for metrics.
     pub const ALL: [&str; 6] = [PENDING, SYNCING, IDLE, FAILING, NEEDS_REAUTH, GONE];
 }

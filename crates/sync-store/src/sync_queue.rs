@@ -27,7 +27,7 @@ use sync_domain::ports::StoreError;
 use sync_domain::sync::{
     Claim, ClaimRef, ClaimRequest, FailureAction, PageWrite, PollCutoffs, SyncQueue,
 };
-use sync_domain::{CalendarId, GoogleCalendarId, UserId};
+use sync_domain::{CalendarId, GoogleCalendarId, SyncState, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 /// The one way a sync is requested (webhook aside, which adds its channel's
@@ -58,12 +58,12 @@ pub(crate) fn request_sql(dialect: Dialect, filter: &str) -> String {
 fn claim_sql(dialect: Dialect) -> String {
     dialect.placeholders(&format!(
         "UPDATE calendar_sync_state SET lease_owner = $1, lease_expires_at = $2, \
-         claim_epoch = claim_epoch + 1, sync_state = 'syncing', \
+         claim_epoch = claim_epoch + 1, sync_state = '{syncing}', \
          sync_claimed_request_at = COALESCE(sync_claimed_request_at, \
            (SELECT r.first_requested_at FROM sync_requests r WHERE r.calendar_id = calendar_sync_state.id)), \
          updated_at = $3 \
          WHERE id IN (SELECT cs.id FROM calendar_sync_state cs \
-           WHERE cs.sync_state NOT IN ('gone', 'needs_reauth') AND cs.id IN ( \
+           WHERE cs.sync_state NOT IN ('{gone_state}', '{reauth}') AND cs.id IN ( \
              SELECT r.calendar_id FROM sync_requests r WHERE r.first_requested_at IS NOT NULL \
                AND (r.last_requested_at <= $4 OR r.first_requested_at <= $5) \
              UNION ALL SELECT l.id FROM calendar_sync_state l WHERE l.lease_owner IS NOT NULL) \
@@ -73,6 +73,9 @@ fn claim_sql(dialect: Dialect) -> String {
          RETURNING id, user_id, google_calendar_id, sync_token, sync_generation, failure_count, \
          sync_claimed_request_at, claim_epoch",
         gone = dialect.owner_gone("cs.lease_owner"),
+        syncing = SyncState::Syncing,
+        gone_state = SyncState::Gone,
+        reauth = SyncState::NeedsReauth,
         lock = dialect.skip_locked_of("cs"),
     ))
 }
@@ -473,12 +476,14 @@ impl SyncQueue for Store {
         let sql = request_sql(
             self.dialect(),
             &format!(
-                "cs.lease_owner IS NULL AND cs.sync_state NOT IN ('gone', 'needs_reauth') \
+                "cs.lease_owner IS NULL AND cs.sync_state NOT IN ('{gone}', '{reauth}') \
                  AND NOT EXISTS (SELECT 1 FROM sync_requests p WHERE p.calendar_id = cs.id \
                    AND p.first_requested_at IS NOT NULL) \
                  AND ((cs.push_mode <> '{polling}' AND COALESCE(cs.last_sync_at, cs.created_at) <= $2) \
                    OR (cs.push_mode = '{polling}' AND COALESCE(cs.last_sync_at, cs.created_at) <= $3))",
                 polling = push_mode::POLLING,
+                gone = SyncState::Gone,
+                reauth = SyncState::NeedsReauth,
             ),
         );
         let updated = with_conn!(&self.pool, |conn| {

@@ -14,7 +14,7 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamp};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use std::collections::HashMap;
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
-use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber};
+use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber, SyncState};
 
 type ChannelRow = (
     String,         // token
@@ -121,8 +121,10 @@ fn input_sql(dialect: Dialect, rows: usize) -> String {
 /// calendar already has an unclaimed request, and whether its message number
 /// is not above the last recorded on that channel. Plain reads: nothing here
 /// waits for a sync's page transaction.
-const CHECKED_SQL: &str = "checked AS (SELECT i.calendar_id, i.channel_id, i.msg, i.at, \
-     COALESCE(cs.sync_state <> 'gone' \
+fn checked_sql() -> String {
+    format!(
+        "checked AS (SELECT i.calendar_id, i.channel_id, i.msg, i.at, \
+     COALESCE(cs.sync_state <> '{gone}' \
        AND EXISTS (SELECT 1 FROM watch_channels wc WHERE wc.channel_id = i.channel_id \
          AND wc.calendar_id = cs.id AND wc.state <> 'stopped') \
        AND EXISTS (SELECT 1 FROM google_credentials gc WHERE gc.user_id = cs.user_id), FALSE) AS valid, \
@@ -131,7 +133,10 @@ const CHECKED_SQL: &str = "checked AS (SELECT i.calendar_id, i.channel_id, i.msg
        AS duplicate \
      FROM input i \
      LEFT JOIN calendar_sync_state cs ON cs.id = i.calendar_id \
-     LEFT JOIN sync_requests r ON r.calendar_id = i.calendar_id)";
+     LEFT JOIN sync_requests r ON r.calendar_id = i.calendar_id)",
+        gone = SyncState::Gone
+    )
+}
 
 /// Writes the checked requests that need a row version: neither pending nor
 /// duplicate. A calendar with an unclaimed request gets nothing (no tuple, no
@@ -246,8 +251,9 @@ pub(crate) async fn write_batch(
     let sent: Vec<&SyncRequest> = chosen.iter().map(|&i| &batch[i]).collect();
     let dialect = pool.dialect();
     let prefix = format!(
-        "WITH input (calendar_id, channel_id, msg, at) AS ({}), {CHECKED_SQL}",
-        input_sql(dialect, sent.len())
+        "WITH input (calendar_id, channel_id, msg, at) AS ({}), {}",
+        input_sql(dialect, sent.len()),
+        checked_sql()
     );
     let checked: HashMap<String, Checked> = match pool {
         DbPool::Postgres(pool) => {

@@ -469,3 +469,33 @@ fn rusqlite_free_lock(path: &std::path::Path) -> diesel::SqliteConnection {
         .unwrap();
     conn
 }
+
+test_on_both_backends!(
+    the_database_refuses_an_unknown_sync_state,
+    async |store: Store| {
+        use diesel_async::RunQueryDsl as _;
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+        let sql = format!(
+            "UPDATE calendar_sync_state SET sync_state = 'resting' WHERE id = '{}'",
+            calendar.id
+        );
+        let refused = match store.url() {
+            sync_store::DatabaseUrl::Postgres(raw) => {
+                use diesel_async::AsyncConnection as _;
+                let mut conn = diesel_async::AsyncPgConnection::establish(raw)
+                    .await
+                    .unwrap();
+                diesel::sql_query(&sql).execute(&mut conn).await.is_err()
+            }
+            sync_store::DatabaseUrl::Sqlite(path) => {
+                use diesel::Connection as _;
+                let mut conn =
+                    diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+                diesel::RunQueryDsl::execute(diesel::sql_query(&sql), &mut conn).is_err()
+            }
+        };
+        assert!(refused, "an unknown sync_state was stored");
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert!(sync_domain::SyncState::parse(&row.sync_state).is_some());
+    }
+);
