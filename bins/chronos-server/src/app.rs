@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::entropy::OsEntropy;
+use crate::instance_lock::InstanceLock;
 use crate::workers::{self, WorkerContext};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
@@ -31,7 +32,9 @@ pub struct Application {
     server: actix_web::dev::Server,
     context: WorkerContext,
     /// Held while the application lives (see `Store::hold_instance_lock`).
-    _instance_lock: sync_store::liveness::InstanceLock,
+    _instance_lock: sync_store::liveness::LivenessLock,
+    /// SQLite: this process's exclusive hold on the database, for its lifetime.
+    _lock: Option<InstanceLock>,
 }
 
 impl std::fmt::Debug for Application {
@@ -56,11 +59,6 @@ pub fn google_client(
     store: &Store,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<dyn CalendarApi>> {
-    if config.google_client_id.is_none() || config.google_client_secret.is_none() {
-        tracing::warn!(
-            "google_client_id or google_client_secret is unset: calls to Google will fail until they are set"
-        );
-    }
     let mut google = GoogleConfig::new(
         config.google_client_id.clone().unwrap_or_default(),
         ClientSecret::new(
@@ -101,6 +99,15 @@ impl Application {
 
     /// As [`Self::build`], with parts of the outside world replaced.
     pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        // Before migrations and any lease take-over: a second server on the
+        // same SQLite file stops here, having touched nothing.
+        let lock = match &config.database_url {
+            sync_store::DatabaseUrl::Sqlite(path) => Some(InstanceLock::acquire(path)?),
+            sync_store::DatabaseUrl::Postgres(_) => None,
+        };
+        for line in crate::preflight::switched_off(&config) {
+            tracing::warn!("{line}");
+        }
         let store = open_store(&config).await?;
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = store.with_clock(Arc::clone(&clock));
@@ -178,6 +185,7 @@ impl Application {
             server,
             context,
             _instance_lock: instance_lock,
+            _lock: lock,
         })
     }
 

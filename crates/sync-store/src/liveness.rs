@@ -26,11 +26,11 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// This instance's liveness lock; released when dropped (or the process dies).
 #[derive(Debug)]
-pub struct InstanceLock {
+pub struct LivenessLock {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for InstanceLock {
+impl Drop for LivenessLock {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
@@ -76,9 +76,9 @@ fn key_of(instance_id: &str) -> i32 {
 impl Store {
     /// Registers `instance_id` as a live instance and holds its liveness lock
     /// until the returned guard is dropped. A no-op on SQLite.
-    pub async fn hold_instance_lock(&self, instance_id: &str) -> Result<InstanceLock, StoreError> {
+    pub async fn hold_instance_lock(&self, instance_id: &str) -> Result<LivenessLock, StoreError> {
         let DbPool::Postgres(pool) = &self.pool else {
-            return Ok(InstanceLock { task: None });
+            return Ok(LivenessLock { task: None });
         };
         let mut conn = own_connection(pool).await?;
         let mut key = key_of(instance_id);
@@ -150,6 +150,6 @@ impl Store {
                 }
             }
         });
-        Ok(InstanceLock { task: Some(task) })
+        Ok(LivenessLock { task: Some(task) })
     }
 }

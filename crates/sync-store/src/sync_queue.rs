@@ -9,7 +9,7 @@
 //! lease was taken over nor a second task of the same instance changes anything.
 
 use crate::calendars::sync_state::{FAILING, GONE, IDLE, NEEDS_REAUTH, PENDING};
-use crate::channels::{push_mode, retire_active_channels, state};
+use crate::channels::{push_mode, retire_active_channels};
 use crate::dialect::Dialect;
 use crate::events::page_rows;
 use crate::pool::{query_error, with_conn};
