@@ -359,9 +359,9 @@ pub(crate) async fn write_batch(
         };
         let outcome = if rep == index || !result.valid {
             result.outcome()
-        } else if request.message_number.is_some() && batch[rep].channel_id == request.channel_id {
-            RecordOutcome::Duplicate
-        } else if result.duplicate {
+        } else if result.duplicate
+            || (request.message_number.is_some() && batch[rep].channel_id == request.channel_id)
+        {
             RecordOutcome::Duplicate
         } else {
             RecordOutcome::AlreadyPending

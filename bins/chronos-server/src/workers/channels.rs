@@ -113,15 +113,15 @@ pub struct ChannelPorts {
 
 impl ChannelPorts {
     /// The ports of an instance's context (the real store).
-    pub fn from_context(context: &WorkerContext) -> Self {
+    pub fn from_context(context: WorkerContext) -> Self {
         Self {
-            store: Arc::new(context.store.clone()),
-            calendar: Arc::clone(&context.calendar),
-            clock: Arc::clone(&context.clock),
-            entropy: Arc::clone(&context.entropy),
             webhook_address: context.config.webhook_address(),
             channel_ttl: context.config.channel_ttl,
-            instance_id: context.instance_id.clone(),
+            store: Arc::new(context.store),
+            calendar: context.calendar,
+            clock: context.clock,
+            entropy: context.entropy,
+            instance_id: context.instance_id,
         }
     }
 }
@@ -161,7 +161,7 @@ fn new_channel(entropy: &dyn Entropy) -> anyhow::Result<NewChannel> {
 impl ChannelWorker {
     /// A worker over the instance's context.
     pub fn new(context: WorkerContext, settings: ChannelSettings) -> Self {
-        Self::with_ports(ChannelPorts::from_context(&context), settings)
+        Self::with_ports(ChannelPorts::from_context(context), settings)
     }
 
     /// A worker over explicit ports (tests inject fakes).
