@@ -55,29 +55,9 @@ pub struct PgCounters {
     pub wal_sync: i64,
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// Runs `sql`, a query returning one BIGINT column `n`, on either backend.
 pub async fn count(store: &Store, sql: &str) -> anyhow::Result<i64> {
-    let count = match store.pool() {
-        sync_store::DbPool::Postgres(pool) => {
-            let mut conn = pool.get().await?;
-            diesel::sql_query(sql)
-                .get_result::<Count>(&mut *conn)
-                .await?
-        }
-        sync_store::DbPool::Sqlite(pool) => {
-            let mut conn = pool.get().await?;
-            diesel::sql_query(sql)
-                .get_result::<Count>(&mut *conn)
-                .await?
-        }
-    };
-    Ok(count.n)
+    Ok(store.count(sql).await?)
 }
 
 impl BenchDb {
@@ -115,6 +95,26 @@ impl BenchDb {
         Store::open(url, Some(ENCRYPTION_KEY), PoolOptions::default()).await
     }
 
+    /// Ends every pending sync request, as if each calendar's initial sync had
+    /// been claimed: the cold mix's starting point, where each change must be
+    /// written. (Its own connection: the store keeps no raw SQL for outsiders.)
+    pub async fn consume_pending_requests(&self) -> anyhow::Result<()> {
+        const SQL: &str =
+            "UPDATE sync_requests SET first_requested_at = NULL, last_requested_at = NULL";
+        match DatabaseUrl::parse(&self.url).context("the benchmark's database URL")? {
+            DatabaseUrl::Postgres(raw) => {
+                let mut conn = AsyncPgConnection::establish(&raw).await?;
+                diesel::sql_query(SQL).execute(&mut conn).await?;
+            }
+            DatabaseUrl::Sqlite(path) => {
+                use diesel::Connection as _;
+                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())?;
+                diesel::RunQueryDsl::execute(diesel::sql_query(SQL), &mut conn)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the PostgreSQL counters (zero on SQLite). Backends publish their
     /// statistics when they go idle or exit, so read after the server has stopped.
     pub async fn pg_counters(&self) -> anyhow::Result<PgCounters> {
@@ -136,7 +136,7 @@ impl BenchDb {
     pub async fn recorded_requests(&self, store: &Store) -> anyhow::Result<i64> {
         count(
             store,
-            "SELECT CAST(COALESCE(SUM(sync_request_count), 0) AS BIGINT) AS n FROM calendar_sync_state",
+            "SELECT CAST(COALESCE(SUM(request_count), 0) AS BIGINT) AS n FROM sync_requests",
         )
         .await
     }

@@ -127,6 +127,10 @@ pub struct Workload {
     /// Google's message numbers increase per channel; one global counter does that.
     message_number: AtomicI64,
     host: String,
+    /// The cold mix: changes walk the channels in order, each calendar once
+    /// per pass, so (with more calendars than a phase sends changes) none
+    /// finds a request pending and every one must be written.
+    cold: Option<std::sync::atomic::AtomicUsize>,
 }
 
 impl Workload {
@@ -146,12 +150,24 @@ impl Workload {
             check_statuses,
             message_number: AtomicI64::new(2),
             host: addr.to_string(),
+            cold: None,
         })
+    }
+
+    /// The same workload in the cold mix (see [`Workload::cold`]).
+    pub fn cold(mut self) -> Self {
+        self.cold = Some(std::sync::atomic::AtomicUsize::new(0));
+        self
     }
 
     fn request(&self, rng: &mut Rng) -> anyhow::Result<(Kind, hyper::Request<Empty<Bytes>>)> {
         let kind = self.mix.pick(rng);
-        let index = (rng.next() % self.channels.len() as u64) as usize;
+        let index = match (&self.cold, kind) {
+            (Some(cursor), Kind::Change) => {
+                cursor.fetch_add(1, Ordering::Relaxed) % self.channels.len()
+            }
+            _ => (rng.next() % self.channels.len() as u64) as usize,
+        };
         let channel = &self.channels[index];
         let unknown_id;
         let (channel_id, token, state, number) = match kind {

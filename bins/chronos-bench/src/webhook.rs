@@ -67,6 +67,12 @@ pub struct WebhookArgs {
     /// Threads of the load generator's runtime.
     #[arg(long, default_value_t = 2)]
     pub client_threads: usize,
+    /// The cold mix: every change is for a calendar with no pending request
+    /// (pending requests are consumed after seeding, and changes walk the
+    /// calendars in order), so each must be written. Use with `--calendars
+    /// 100000` so a phase never comes back to a calendar.
+    #[arg(long)]
+    pub cold: bool,
     /// PostgreSQL server to create the benchmark database on.
     #[arg(long, env = "CHRONOS_BENCH_DATABASE_URL")]
     pub postgres_url: Option<String>,
@@ -139,10 +145,15 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     };
     let a = &settings.args;
     println!(
-        "webhook benchmark: {} calendars, mix {} (change,handshake,unknown,bad-token), \
+        "webhook benchmark: {} calendars{}, mix {} (change,handshake,unknown,bad-token), \
          closed loop {} connections x {:?} after {:?} warm-up, open loop {} req/s x {:?}, \
          server RUST_LOG={}, {} client threads",
         settings.calendars,
+        if a.cold {
+            " (cold: no request pending)"
+        } else {
+            ""
+        },
         a.mix,
         a.connections,
         settings.duration,
@@ -245,6 +256,9 @@ async fn run_on(
         channels.len(),
         seed_time.as_secs_f64()
     );
+    if settings.args.cold {
+        db.consume_pending_requests().await?;
+    }
     let recorded_before = db.recorded_requests(&store).await?;
     let addr = server::free_addr()?;
     let env = [
@@ -269,7 +283,12 @@ async fn run_on(
         addr,
     })?;
     process.wait_ready(Duration::from_secs(30)).await?;
-    let workload = Arc::new(Workload::new(channels, settings.args.mix, true, addr)?);
+    let workload = Workload::new(channels, settings.args.mix, true, addr)?;
+    let workload = Arc::new(if settings.args.cold {
+        workload.cold()
+    } else {
+        workload
+    });
     let (closed, open, closed_cpu) = measure(&process, &workload, settings).await?;
     let peak_rss_kib = process.peak_rss_kib()?;
     let warnings = process.log_warnings(3);

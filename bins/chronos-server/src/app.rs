@@ -33,6 +33,8 @@ pub struct Application {
     /// `GET /metrics` on `metrics_bind`, when set: its port and server.
     metrics: Option<(u16, actix_web::dev::Server)>,
     context: WorkerContext,
+    /// Held while the application lives (see `Store::hold_instance_lock`).
+    _instance_lock: sync_store::liveness::LivenessLock,
     /// SQLite: this process's exclusive hold on the database, for its lifetime.
     _lock: Option<InstanceLock>,
 }
@@ -139,14 +141,6 @@ impl Application {
         let store = open_store(&config).await?;
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = store.with_clock(Arc::clone(&clock));
-        if matches!(config.database_url, sync_store::DatabaseUrl::Sqlite(_)) {
-            // One process per SQLite database: leases left by a killed
-            // predecessor need not run out before their work resumes.
-            let expired = store.expire_all_leases().await?;
-            if expired > 0 {
-                tracing::info!(expired, "took over the leases of a previous run");
-            }
-        }
         let calendar = match overrides.calendar {
             Some(calendar) => calendar,
             None => google_client(&config, &store, Arc::clone(&clock))?,
@@ -157,6 +151,23 @@ impl Application {
             .local_addr()
             .context("reading the bound address")?
             .port();
+        let instance_id = instance_id();
+        if matches!(config.database_url, sync_store::DatabaseUrl::Sqlite(_)) {
+            // One process per SQLite database, and the port is ours now: a
+            // second `serve` on the same database fails to bind before it
+            // can touch the leases of the one running. Leases left by a
+            // killed predecessor need not run out before their work resumes.
+            let expired = store.expire_all_leases().await?;
+            if expired > 0 {
+                tracing::info!(expired, "took over the leases of a previous run");
+            }
+        }
+        // PostgreSQL: while this lock is held we are alive; once the process
+        // dies the server drops it and others take our claims over at once.
+        let instance_lock = store
+            .hold_instance_lock(&instance_id)
+            .await
+            .context("registering this instance")?;
 
         let webhook_store: Arc<dyn WebhookStore> = Arc::new(store.clone());
         let state = web::Data::new(WebhookState::new(webhook_store, Arc::clone(&clock)));
@@ -210,13 +221,14 @@ impl Application {
             clock,
             entropy: overrides.entropy.unwrap_or_else(|| Arc::new(OsEntropy)),
             config: Arc::new(config),
-            instance_id: instance_id(),
+            instance_id,
         };
         Ok(Self {
             port,
             server,
             metrics,
             context,
+            _instance_lock: instance_lock,
             _lock: lock,
         })
     }

@@ -49,6 +49,8 @@ async fn metrics_count_notifications_syncs_and_fleet_state() {
     app.google
         .add_calendar(&user, &GoogleCalendarId::parse("primary").unwrap());
     let calendar = seed_calendar(&app.store, "metrics-user", "primary", CHANNEL, TOKEN).await;
+    // Its initial sync was claimed: the next change is written, not coalesced.
+    sync_store::test_support::consume_pending_request(&app.store, calendar.id).await;
 
     let ours = |state: &'static str, number: &'static str| {
         vec![
@@ -61,6 +63,7 @@ async fn metrics_count_notifications_syncs_and_fleet_state() {
     assert_eq!(app.notify(&ours("sync", "1")).await.status(), 200);
     assert_eq!(app.notify(&ours("exists", "2")).await.status(), 200);
     assert_eq!(app.notify(&ours("exists", "2")).await.status(), 200);
+    assert_eq!(app.notify(&ours("exists", "3")).await.status(), 200);
     assert_eq!(app.notify(&[]).await.status(), 400);
     let unknown = [("X-Goog-Channel-ID", "1b2c3d4e-0000-4000-8000-000000000000")];
     assert_eq!(app.notify(&unknown).await.status(), 200);
@@ -86,6 +89,7 @@ async fn metrics_count_notifications_syncs_and_fleet_state() {
     let text = metrics(&app).await;
     for outcome in [
         "accepted",
+        "coalesced",
         "duplicate",
         "handshake",
         "unknown_channel",

@@ -310,7 +310,18 @@ async fn sigkill_during_syncs(backend: Backend, plan: KillPlan) -> Option<KillRe
         let dead = server.instance(server.starts);
         if let Some(owner) = dead.as_deref() {
             let now = OffsetDateTime::now_utc();
-            let claim = ClaimRef { calendar_id, owner };
+            // The dead instance's claim is the calendar's latest one.
+            let epoch = store
+                .count(&format!(
+                    "SELECT claim_epoch AS n FROM calendar_sync_state WHERE id = '{calendar_id}'"
+                ))
+                .await
+                .unwrap();
+            let claim = ClaimRef {
+                calendar_id,
+                owner,
+                epoch,
+            };
             if plan.expire_dead_leases {
                 // The dead instance's claim would block the calendar for the
                 // rest of its 60 s lease; expiring it is what time would do.
@@ -638,4 +649,80 @@ async fn postgres_restart_during_load() {
     );
     server.kill();
     fake.stop().await;
+}
+
+/// Issue 10 item 3: the instance syncing a calendar is killed mid-sync; the
+/// sync is finished within seconds, not after the 60 s lease. On PostgreSQL by
+/// another instance that is already running (the dead one's liveness lock is
+/// gone with its connection); on SQLite by the restarted process (it takes
+/// its predecessor's leases over once its port is bound).
+async fn killed_instances_sync_is_finished_within_seconds(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.store().await;
+    let fake = fake_google::spawn(FakeGoogle::default()).unwrap();
+    let google = fake.google.clone();
+    google.calendar().add_calendar(&alice(), &primary());
+    google.bulk_create(&alice(), &primary(), "failover", 10);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // Google is slow: the first instance is stuck inside the sync it claimed.
+    google.calendar().set_delay(Some(Duration::from_secs(30)));
+    let mut first = Server::new(&db, &fake);
+    first.start(&http).await;
+    let calendar_id = CalendarId::parse(&connect(&http, &first.base()).await).unwrap();
+    let mut claimed = false;
+    for _ in 0..200 {
+        if calendar_row(&store, calendar_id)
+            .await
+            .is_some_and(|row| row.sync_state == "syncing")
+        {
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(claimed, "the first instance claimed the initial sync");
+    let mut survivor = match backend {
+        Backend::Postgres => {
+            let mut second = Server::new(&db, &fake);
+            second.start(&http).await;
+            Some(second)
+        }
+        Backend::Sqlite => None,
+    };
+    first.kill();
+    let killed = Instant::now();
+    google.calendar().set_delay(None);
+    if survivor.is_none() {
+        first.start(&http).await;
+    }
+    loop {
+        let row = calendar_row(&store, calendar_id).await.unwrap();
+        if row.last_sync_at.is_some() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the killed instance's sync was not finished within 5 s: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("{backend:?}: synced {:?} after the kill", killed.elapsed());
+    if let Some(second) = survivor.as_mut() {
+        second.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instances_sync_is_finished_by_another_within_seconds_on_postgres() {
+    killed_instances_sync_is_finished_within_seconds(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instances_sync_is_finished_after_a_restart_within_seconds_on_sqlite() {
+    killed_instances_sync_is_finished_within_seconds(Backend::Sqlite).await;
 }

@@ -25,6 +25,8 @@ async fn body(response: reqwest::Response) -> (u16, Option<String>, Value) {
 async fn app_with_calendar(backend: Backend) -> Option<(TestApp, sync_store::calendars::Calendar)> {
     let app = spawn_app(backend).await?;
     let calendar = seed_calendar(&app.store, "user-1", "primary", CHANNEL, TOKEN).await;
+    // As if its initial sync was claimed: each change below must be written.
+    sync_store::test_support::consume_pending_request(&app.store, calendar.id).await;
     Some((app, calendar))
 }
 
@@ -228,4 +230,36 @@ async fn unreachable_database_gets_503_with_retry_after_on_postgres() {
         .await
         .unwrap();
     assert_eq!(ready.status().as_u16(), 503);
+}
+
+/// Issue 14 item 6: a body that never finishes arriving holds the connection
+/// only until the body deadline, then gets 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_gets_408_at_the_deadline() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /calendar/webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Goog-Channel-ID: {CHANNEL}\r\n\
+         X-Goog-Channel-Token: {TOKEN}\r\nX-Goog-Resource-State: exists\r\n\
+         Content-Length: 1000\r\n\r\n{{"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut reply = vec![0u8; 1024];
+    let read = tokio::time::timeout(
+        webhook_http::webhook::BODY_DEADLINE + std::time::Duration::from_secs(3),
+        stream.read(&mut reply),
+    )
+    .await
+    .expect("answered within the body deadline")
+    .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..read]);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(
+        started.elapsed()
+            >= webhook_http::webhook::BODY_DEADLINE - std::time::Duration::from_millis(500)
+    );
 }

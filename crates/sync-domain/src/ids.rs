@@ -105,6 +105,13 @@ impl ChannelId {
     pub fn from_uuid(uuid: Uuid) -> Self {
         Self(uuid.hyphenated().to_string())
     }
+
+    /// Whether this id is a UUID (any version and form `uuid` parses): every
+    /// channel this service creates is one, and so were the Python original's,
+    /// so nothing else can be ours.
+    pub fn is_uuid(&self) -> bool {
+        Uuid::try_parse(&self.0).is_ok()
+    }
 }
 
 /// Chronos' own id for a connected calendar (a UUID).

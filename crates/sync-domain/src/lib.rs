@@ -11,6 +11,7 @@
 //! - [`admin`]: the internal API's port and views (SPEC section 5);
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
 //! - [`redact`]: passwords out of URLs before they are shown;
+//! - [`sync_state`]: a calendar's sync state and its transitions;
 //! - [`ports`]: the traits the other crates implement or consume.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod renewal;
 pub mod schedule;
 pub mod secret;
 pub mod sync;
+pub mod sync_state;
 pub mod verification;
 
 #[cfg(any(test, feature = "fakes"))]
@@ -32,4 +34,5 @@ pub mod fakes;
 pub use ids::{CalendarId, ChannelId, GoogleCalendarId, ResourceId, UserId};
 pub use notification::{MessageNumber, Notification, NotificationError, ResourceState};
 pub use secret::{AccessToken, ChannelToken, RefreshToken};
+pub use sync_state::SyncState;
 pub use verification::{ChannelRecord, Verdict, verify};

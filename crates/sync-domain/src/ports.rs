@@ -82,6 +82,9 @@ pub struct SyncRequest {
 pub enum RecordOutcome {
     /// Committed: the request survives a crash from now on.
     Recorded,
+    /// The calendar already had an unclaimed request, which guarantees a sync
+    /// that starts after this notification; nothing was written.
+    AlreadyPending,
     /// A concurrent notification already carried this message number or a later one.
     Duplicate,
     /// The calendar vanished between lookup and record.

@@ -148,14 +148,31 @@ pub struct Claim {
     /// The first unserved request this claim serves (kept across failed
     /// attempts): where notification-to-synced latency starts.
     pub requested_at: Option<OffsetDateTime>,
+    /// This claim's fencing token: each claim of a calendar gets a higher one.
+    pub epoch: i64,
 }
 
-/// Which claim a write is made under.
+impl Claim {
+    /// The reference every write under this claim carries.
+    pub fn by<'a>(&self, owner: &'a str) -> ClaimRef<'a> {
+        ClaimRef {
+            calendar_id: self.calendar_id,
+            owner,
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// Which claim a write is made under: the store refuses the write unless both
+/// the owner and the fencing epoch still match, so a claim taken over (by
+/// another instance, or another task of the same one) can change nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRef<'a> {
     pub calendar_id: CalendarId,
     /// The worker instance that holds the lease.
     pub owner: &'a str,
+    /// The claim's fencing token ([`Claim::epoch`]).
+    pub epoch: i64,
 }
 
 /// One page of changes to apply.

@@ -54,10 +54,11 @@ impl Verdict {
     }
 }
 
-/// Whether the store must be asked about this notification at all: a malformed
-/// channel id can never be ours, so it is answered without a round trip.
+/// Whether the store must be asked about this notification at all: only a
+/// UUID can be one of our channel ids (SPEC section 7), so anything else, and
+/// a malformed id, is answered as unknown without a round trip.
 pub fn needs_lookup(notification: &Notification) -> bool {
-    matches!(notification.channel, ChannelRef::Id(_))
+    matches!(&notification.channel, ChannelRef::Id(id) if id.is_uuid())
 }
 
 /// Decides what to do with a notification, given what the store knows of its
@@ -107,7 +108,9 @@ mod tests {
         number: Option<i64>,
     ) -> Notification {
         Notification {
-            channel: ChannelRef::Id(ChannelId::parse("chan-1").unwrap()),
+            channel: ChannelRef::Id(
+                ChannelId::parse("4ba78bf0-6a47-11e2-bcfd-0800200c9a66").unwrap(),
+            ),
             token: token.map(str::to_owned),
             resource_state: state,
             message_number: number.map(MessageNumber::new),
@@ -139,6 +142,31 @@ mod tests {
             verify(&n, Some(&record(true, None))),
             Verdict::UnknownChannel
         );
+    }
+
+    #[test]
+    fn only_uuid_channel_ids_are_looked_up() {
+        let with = |id: &str| Notification {
+            channel: ChannelRef::Id(ChannelId::parse(id).unwrap()),
+            ..notification(Some(TOKEN), ResourceState::Exists, Some(2))
+        };
+        // Ours are v4; the Python original's could be any version or form.
+        for ours in [
+            "4ba78bf0-6a47-11e2-bcfd-0800200c9a66",
+            "7f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0",
+            "7F1E2D3C-4B5A-4968-8776-A5B4C3D2E1F0",
+            "7f1e2d3c4b5a49688776a5b4c3d2e1f0",
+        ] {
+            assert!(needs_lookup(&with(ours)), "{ours}");
+        }
+        for stranger in ["chan-1", "not-a-uuid", "7f1e2d3c-4b5a-4968-8776", "0"] {
+            let n = with(stranger);
+            assert!(!needs_lookup(&n), "{stranger}");
+            assert_eq!(
+                verify(&n, Some(&record(true, None))),
+                Verdict::UnknownChannel
+            );
+        }
     }
 
     #[test]

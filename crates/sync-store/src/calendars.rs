@@ -1,37 +1,41 @@
 //! Connected calendars and their watch channels.
 
 use crate::pool::{query_error, with_conn};
-use crate::schema::calendar_sync_state as cs;
+use crate::schema::{calendar_sync_state as cs, sync_requests as sr};
 use crate::store::Store;
+use crate::sync_queue::request_sql;
 use crate::timestamps::{from_db, to_db};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use sync_domain::ports::StoreError;
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
-/// `calendar_sync_state.sync_state` values.
+/// `calendar_sync_state.sync_state` values: the text forms of
+/// [`sync_domain::SyncState`], which owns them.
 pub mod sync_state {
+    use sync_domain::SyncState;
+
     /// Waiting to be synced.
-    pub const PENDING: &str = "pending";
+    pub const PENDING: &str = SyncState::Pending.as_str();
     /// Claimed by a sync worker.
-    pub const SYNCING: &str = "syncing";
+    pub const SYNCING: &str = SyncState::Syncing.as_str();
     /// Synced, nothing to do.
-    pub const IDLE: &str = "idle";
+    pub const IDLE: &str = SyncState::Idle.as_str();
     /// The last sync failed; a retry is scheduled.
-    pub const FAILING: &str = "failing";
+    pub const FAILING: &str = SyncState::Failing.as_str();
     /// Google refused the user's refresh token; waits for new credentials.
-    pub const NEEDS_REAUTH: &str = "needs_reauth";
+    pub const NEEDS_REAUTH: &str = SyncState::NeedsReauth.as_str();
     /// The calendar no longer exists at Google; it takes no sync requests.
-    pub const GONE: &str = "gone";
+    pub const GONE: &str = SyncState::Gone.as_str();
     /// Every state, for metrics.
     pub const ALL: [&str; 6] = [PENDING, SYNCING, IDLE, FAILING, NEEDS_REAUTH, GONE];
 }
 
-/// A connected calendar as the internal API and the CLI show it.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = cs)]
+/// A connected calendar as the internal API and the CLI show it (with its
+/// pending request from `sync_requests`).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct CalendarRow {
     pub id: String,
     pub user_id: String,
@@ -42,11 +46,33 @@ pub struct CalendarRow {
     pub webhook_channel_id: Option<String>,
     pub webhook_expires_at: Option<PrimitiveDateTime>,
     pub sync_requested_at: Option<PrimitiveDateTime>,
-    pub sync_request_count: i64,
+    pub sync_request_count: Option<i64>,
     pub failure_count: i32,
     pub next_attempt_at: Option<PrimitiveDateTime>,
     pub last_error: Option<String>,
     pub last_sync_at: Option<PrimitiveDateTime>,
+}
+
+/// The columns of a [`CalendarRow`], over `calendar_sync_state` left-joined with `sync_requests`.
+macro_rules! calendar_row {
+    () => {
+        (
+            cs::id,
+            cs::user_id,
+            cs::google_calendar_id,
+            cs::sync_state,
+            cs::push_mode,
+            cs::full_sync_complete,
+            cs::webhook_channel_id,
+            cs::webhook_expires_at,
+            sr::first_requested_at.nullable(),
+            sr::request_count.nullable(),
+            cs::failure_count,
+            cs::next_attempt_at,
+            cs::last_error,
+            cs::last_sync_at,
+        )
+    };
 }
 
 /// A connected calendar.
@@ -86,7 +112,7 @@ impl TryFrom<CalendarRow> for Calendar {
             channel_id: row.webhook_channel_id,
             channel_expires_at: row.webhook_expires_at.map(from_db),
             sync_requested_at: row.sync_requested_at.map(from_db),
-            sync_request_count: row.sync_request_count,
+            sync_request_count: row.sync_request_count.unwrap_or(0),
             failure_count: row.failure_count,
             next_attempt_at: row.next_attempt_at.map(from_db),
             last_error: row.last_error,
@@ -108,23 +134,34 @@ impl Store {
     ) -> Result<(Calendar, bool), StoreError> {
         let now = to_db(self.clock.now());
         let id = CalendarId::from_uuid(Uuid::new_v4()).to_string();
+        let request = request_sql(self.dialect(), "cs.id = $2");
         let inserted = with_conn!(&self.pool, |conn| {
-            diesel::insert_into(cs::table)
-                .values((
-                    cs::id.eq(&id),
-                    cs::user_id.eq(user_id.as_str()),
-                    cs::google_calendar_id.eq(google_calendar_id.as_str()),
-                    cs::sync_state.eq(sync_state::PENDING),
-                    cs::sync_requested_at.eq(Some(now)),
-                    cs::sync_last_requested_at.eq(Some(now)),
-                    cs::created_at.eq(now),
-                    cs::updated_at.eq(now),
-                ))
-                .on_conflict((cs::user_id, cs::google_calendar_id))
-                .do_nothing()
-                .execute(conn)
-                .await
-                .map_err(query_error)?
+            conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
+                let inserted = diesel::insert_into(cs::table)
+                    .values((
+                        cs::id.eq(&id),
+                        cs::user_id.eq(user_id.as_str()),
+                        cs::google_calendar_id.eq(google_calendar_id.as_str()),
+                        cs::sync_state.eq(sync_state::PENDING),
+                        cs::created_at.eq(now),
+                        cs::updated_at.eq(now),
+                    ))
+                    .on_conflict((cs::user_id, cs::google_calendar_id))
+                    .do_nothing()
+                    .execute(conn)
+                    .await?;
+                if inserted == 1 {
+                    // The initial full sync.
+                    diesel::sql_query(&request)
+                        .bind::<diesel::sql_types::Timestamp, _>(now)
+                        .bind::<diesel::sql_types::Text, _>(&id)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(inserted)
+            })
+            .await
+            .map_err(query_error)?
         });
         let calendar = self
             .find_calendar_by_pair(user_id, google_calendar_id)
@@ -140,10 +177,11 @@ impl Store {
     ) -> Result<Option<Calendar>, StoreError> {
         let row = with_conn!(&self.pool, |conn| {
             cs::table
+                .left_join(sr::table)
                 .filter(cs::user_id.eq(user_id.as_str()))
                 .filter(cs::google_calendar_id.eq(google_calendar_id.as_str()))
-                .select(CalendarRow::as_select())
-                .first(conn)
+                .select(calendar_row!())
+                .first::<CalendarRow>(conn)
                 .await
                 .optional()
                 .map_err(query_error)?
@@ -155,9 +193,10 @@ impl Store {
     pub async fn calendar(&self, id: CalendarId) -> Result<Option<Calendar>, StoreError> {
         let row = with_conn!(&self.pool, |conn| {
             cs::table
-                .find(id.to_string())
-                .select(CalendarRow::as_select())
-                .first(conn)
+                .left_join(sr::table)
+                .filter(cs::id.eq(id.to_string()))
+                .select(calendar_row!())
+                .first::<CalendarRow>(conn)
                 .await
                 .optional()
                 .map_err(query_error)?
@@ -168,13 +207,16 @@ impl Store {
     /// Calendars, all or one user's, in a stable order.
     pub async fn calendars(&self, user_id: Option<&UserId>) -> Result<Vec<Calendar>, StoreError> {
         let rows: Vec<CalendarRow> = with_conn!(&self.pool, |conn| {
-            let mut query = cs::table.select(CalendarRow::as_select()).into_boxed();
+            let mut query = cs::table
+                .left_join(sr::table)
+                .select(calendar_row!())
+                .into_boxed();
             if let Some(user) = user_id {
                 query = query.filter(cs::user_id.eq(user.as_str()));
             }
             query
                 .order((cs::user_id, cs::google_calendar_id))
-                .load(conn)
+                .load::<CalendarRow>(conn)
                 .await
                 .map_err(query_error)?
         });

@@ -22,10 +22,19 @@ pub const TTL: Duration = Duration::from_secs(30);
 /// Entries kept at most (about 300 bytes each); the cache empties when full.
 pub const CAPACITY: usize = 100_000;
 
-/// Channel id to (record, when it was read).
+/// How long an id the database did not know is answered as unknown without
+/// asking again: short, since a channel registered elsewhere meanwhile would
+/// go unrecognised for that long (ids are fresh random UUIDs, so in practice
+/// only strangers' ids land here).
+pub const UNKNOWN_TTL: Duration = Duration::from_secs(5);
+/// Unknown ids kept at most (the cache of them empties when full).
+pub const UNKNOWN_CAPACITY: usize = 10_000;
+
+/// Channel id to (record, when it was read), and ids recently found unknown.
 #[derive(Debug, Default)]
 pub(crate) struct ChannelCache {
     entries: Mutex<HashMap<ChannelId, (ChannelRecord, Instant)>>,
+    unknown: Mutex<HashMap<ChannelId, Instant>>,
 }
 
 impl ChannelCache {
@@ -34,6 +43,28 @@ impl ChannelCache {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn unknown(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, Instant>> {
+        self.unknown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `channel_id` was found unknown within [`UNKNOWN_TTL`].
+    pub(crate) fn is_unknown(&self, channel_id: &ChannelId) -> bool {
+        self.unknown()
+            .get(channel_id)
+            .is_some_and(|at| at.elapsed() < UNKNOWN_TTL)
+    }
+
+    /// Remembers that the database does not know `channel_id`.
+    pub(crate) fn put_unknown(&self, channel_id: &ChannelId) {
+        let mut unknown = self.unknown();
+        if unknown.len() >= UNKNOWN_CAPACITY {
+            unknown.clear();
+        }
+        unknown.insert(channel_id.clone(), Instant::now());
     }
 
     /// A fresh cached record, if any.
@@ -55,14 +86,16 @@ impl ChannelCache {
         entries.insert(channel_id.clone(), (record.clone(), Instant::now()));
     }
 
-    /// Forgets one channel.
+    /// Forgets one channel, known or unknown.
     pub(crate) fn forget(&self, channel_id: &ChannelId) {
         self.entries().remove(channel_id);
+        self.unknown().remove(channel_id);
     }
 
     /// Forgets everything (after this process changed a channel's state).
     pub(crate) fn clear(&self) {
         self.entries().clear();
+        self.unknown().clear();
     }
 }
 
@@ -93,5 +126,20 @@ mod tests {
         assert_eq!(cache.get(&b), None);
         cache.clear();
         assert_eq!(cache.get(&a), None);
+    }
+
+    #[test]
+    fn unknown_ids_are_remembered_briefly_and_boundedly() {
+        let cache = ChannelCache::default();
+        let a = ChannelId::parse("a").unwrap();
+        assert!(!cache.is_unknown(&a));
+        cache.put_unknown(&a);
+        assert!(cache.is_unknown(&a));
+        cache.forget(&a);
+        assert!(!cache.is_unknown(&a));
+        for n in 0..=UNKNOWN_CAPACITY {
+            cache.put_unknown(&ChannelId::parse(format!("id-{n}")).unwrap());
+        }
+        assert!(cache.unknown().len() <= UNKNOWN_CAPACITY);
     }
 }

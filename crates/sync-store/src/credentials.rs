@@ -74,6 +74,7 @@ impl CredentialStore for Store {
             .map_err(seal_error)?;
         let now = to_db(self.clock.now());
         let user = user_id.as_str();
+        let request = crate::sync_queue::request_sql(self.dialect(), "cs.id = $2");
         with_conn!(&self.pool, |conn| {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
                 diesel::insert_into(gc::table)
@@ -96,20 +97,26 @@ impl CredentialStore for Store {
                     .execute(conn)
                     .await?;
                 // New credentials resume the user's calendars that waited for them.
-                diesel::update(
+                let resumed: Vec<String> = diesel::update(
                     cs::table
                         .filter(cs::user_id.eq(user))
                         .filter(cs::sync_state.eq(NEEDS_REAUTH)),
                 )
                 .set((
                     cs::sync_state.eq(PENDING),
-                    cs::sync_requested_at.eq(Some(now)),
-                    cs::sync_last_requested_at.eq(Some(now)),
                     cs::next_attempt_at.eq(None::<PrimitiveDateTime>),
                     cs::updated_at.eq(now),
                 ))
-                .execute(conn)
+                .returning(cs::id)
+                .get_results(conn)
                 .await?;
+                for calendar in &resumed {
+                    diesel::sql_query(&request)
+                        .bind::<diesel::sql_types::Timestamp, _>(now)
+                        .bind::<diesel::sql_types::Text, _>(calendar)
+                        .execute(conn)
+                        .await?;
+                }
                 Ok(())
             })
             .await

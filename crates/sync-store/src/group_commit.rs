@@ -1,23 +1,25 @@
 //! Group commit for the webhook's writes.
 //!
 //! Each change notification must be committed before its `200`. Committing
-//! each one alone costs one WAL flush per request; instead, a writer task takes
-//! whatever requests are waiting (up to [`MAX_BATCH`]), commits them in one
-//! transaction, and only then answers each. Under light load a batch is a
-//! single autocommit statement, so latency is unchanged; under heavy load the
-//! flushes are shared. A few writers run at once so one slow commit does not
-//! stall the queue.
+//! each one alone costs one WAL flush per request; instead one writer task
+//! takes whatever requests are waiting (up to [`MAX_BATCH`]), records them
+//! with one set-based statement (see `webhook::write_batch`), and only then
+//! answers each. While it commits, the next batch gathers in the queue, so the
+//! writer always has its next batch ready and commits are shared. One writer
+//! is also what SQLite wants (one writer connection, never its busy handler).
+//! A batch that takes longer than [`WRITE_TIMEOUT`] (a database that stopped
+//! answering) is answered "unavailable" (503 and `Retry-After`: Google retries).
 
 use crate::pool::DbPool;
 use crate::webhook::write_batch;
-use std::sync::Arc;
+use std::time::Duration;
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// Most requests committed in one transaction.
 pub const MAX_BATCH: usize = 256;
-/// Writer tasks sharing the queue.
-const WRITERS: usize = 3;
+/// Longest a batch may take before its requests are answered "unavailable".
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests waiting for a writer before senders wait too (back-pressure).
 const QUEUE: usize = 4096;
 
@@ -33,10 +35,7 @@ impl GroupCommit {
     /// Starts the writers on the current runtime.
     pub(crate) fn start(pool: &DbPool) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..WRITERS {
-            tokio::spawn(writer(pool.clone(), Arc::clone(&receiver)));
-        }
+        tokio::spawn(writer(pool.clone(), receiver));
         Self { queue }
     }
 
@@ -52,17 +51,21 @@ impl GroupCommit {
     }
 }
 
-async fn writer(pool: DbPool, receiver: Arc<Mutex<mpsc::Receiver<(SyncRequest, Reply)>>>) {
+async fn writer(pool: DbPool, mut receiver: mpsc::Receiver<(SyncRequest, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return; // every sender is gone
-            }
+        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return; // every sender is gone
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        match write_batch(&pool, &requests).await {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, write_batch(&pool, &requests))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "recording sync requests timed out".into(),
+                ))
+            });
+        match written {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));

@@ -4,7 +4,7 @@
 
 use crate::channels::state;
 use crate::pool::{query_error, with_conn};
-use crate::schema::{calendar_sync_state as cs, watch_channels as wc};
+use crate::schema::{calendar_sync_state as cs, sync_requests as sr, watch_channels as wc};
 use crate::store::Store;
 use crate::timestamps::from_db;
 use diesel::dsl::{count_star, min};
@@ -47,9 +47,9 @@ impl Store {
                 .load::<(String, i64)>(conn)
                 .await
                 .map_err(query_error)?;
-            let (pending_requests, oldest) = cs::table
-                .filter(cs::sync_requested_at.is_not_null())
-                .select((count_star(), min(cs::sync_requested_at)))
+            let (pending_requests, oldest) = sr::table
+                .filter(sr::first_requested_at.is_not_null())
+                .select((count_star(), min(sr::first_requested_at)))
                 .first::<(i64, Option<PrimitiveDateTime>)>(conn)
                 .await
                 .map_err(query_error)?;

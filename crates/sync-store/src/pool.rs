@@ -172,12 +172,74 @@ impl DbPool {
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
      PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
 
+/// Session settings of every pooled PostgreSQL connection, so no database wait
+/// is unbounded: a statement runs at most 30 s, waits for a row lock at most
+/// 5 s, a transaction left idle is ended after 60 s, and TCP keepalives find a
+/// dead peer within about a minute (the default is two hours).
+const POSTGRES_SESSION: &[(&str, &str)] = &[
+    (
+        "options",
+        "-c statement_timeout=30000 -c lock_timeout=5000 -c idle_in_transaction_session_timeout=60000",
+    ),
+    ("keepalives_idle", "30"),
+];
+
+/// `raw` with [`POSTGRES_SESSION`] added, except for parameters the URL sets itself.
+pub(crate) fn postgres_session_url(raw: &str) -> String {
+    let Ok(url) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    let present: Vec<String> = url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    let mut out = raw.to_owned();
+    for (key, value) in POSTGRES_SESSION {
+        if present.iter().any(|k| k == key) {
+            continue;
+        }
+        // libpq-style URLs decode `%20` but not `+` as a space.
+        let value = value.replace(' ', "%20").replace('=', "%3D");
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(&format!("{key}={value}"));
+    }
+    out
+}
+
 impl DbPool {
-    /// Builds the pool (connections open lazily).
+    /// The SQL dialect of this pool's backend.
+    pub fn dialect(&self) -> crate::dialect::Dialect {
+        match self {
+            Self::Postgres(_) => crate::dialect::Dialect::Postgres,
+            Self::Sqlite(_) => crate::dialect::Dialect::Sqlite,
+        }
+    }
+
+    /// Builds the pool (connections open lazily). On SQLite this is the one
+    /// writer connection: every write goes through it, so no write ever waits
+    /// on SQLite's busy handler (see [`Self::sqlite_readers`] for reads).
     pub fn new(url: &DatabaseUrl, options: PoolOptions) -> Result<Self, anyhow::Error> {
+        Self::build(url, options, 1)
+    }
+
+    /// Read-only SQLite connections for the webhook's lookup, which never need
+    /// to wait for the writer (WAL readers run beside it).
+    pub(crate) fn sqlite_readers(
+        url: &DatabaseUrl,
+        options: PoolOptions,
+    ) -> Result<Option<Self>, anyhow::Error> {
+        match url {
+            DatabaseUrl::Postgres(_) => Ok(None),
+            DatabaseUrl::Sqlite(_) => Self::build(url, options, options.max_size.min(4)).map(Some),
+        }
+    }
+
+    fn build(
+        url: &DatabaseUrl,
+        options: PoolOptions,
+        sqlite_size: usize,
+    ) -> Result<Self, anyhow::Error> {
         let runtime = deadpool::Runtime::Tokio1;
         match url {
             DatabaseUrl::Postgres(raw) => {
+                let raw = &postgres_session_url(raw);
                 let mut config = ManagerConfig::<AsyncPgConnection>::default();
                 // No `SELECT 1` on every checkout: a connection that failed is
                 // marked broken by diesel-async and discarded on return anyway.
@@ -219,7 +281,7 @@ impl DbPool {
                         config,
                     );
                 let pool = DeadPool::builder(manager)
-                    .max_size(options.max_size.min(8))
+                    .max_size(sqlite_size.max(1))
                     .wait_timeout(Some(options.wait_timeout))
                     .create_timeout(Some(options.connect_timeout))
                     .recycle_timeout(Some(options.connect_timeout))
@@ -259,6 +321,15 @@ pub(crate) fn query_error(error: DieselError) -> StoreError {
             _,
         )
         | DieselError::BrokenTransactionManager => StoreError::Unavailable(Box::new(error)),
+        // A bounded wait that ran out (SQLite busy, PostgreSQL lock or
+        // statement timeout): the database is not answering in time.
+        DieselError::DatabaseError(_, info)
+            if ["database is locked", "lock timeout", "statement timeout"]
+                .iter()
+                .any(|m| info.message().contains(m)) =>
+        {
+            StoreError::Unavailable(Box::new(error))
+        }
         _ => StoreError::Query(Box::new(error)),
     }
 }

@@ -21,7 +21,6 @@ diesel::table! {
         webhook_resource_id -> Nullable<Text>,
         webhook_expires_at -> Nullable<Timestamp>,
         webhook_channel_token -> Nullable<Text>,
-        webhook_last_message_number -> Nullable<BigInt>,
         push_mode -> Text,
         channel_next_attempt_at -> Nullable<Timestamp>,
         channel_failure_count -> Integer,
@@ -32,12 +31,10 @@ diesel::table! {
         sync_token -> Nullable<Text>,
         full_sync_complete -> Bool,
         sync_generation -> BigInt,
-        sync_requested_at -> Nullable<Timestamp>,
-        sync_last_requested_at -> Nullable<Timestamp>,
-        sync_request_count -> BigInt,
         sync_claimed_request_at -> Nullable<Timestamp>,
         lease_owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamp>,
+        claim_epoch -> BigInt,
         next_attempt_at -> Nullable<Timestamp>,
         failure_count -> Integer,
         last_error -> Nullable<Text>,
@@ -79,6 +76,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sync_requests (calendar_id) {
+        calendar_id -> Text,
+        first_requested_at -> Nullable<Timestamp>,
+        last_requested_at -> Nullable<Timestamp>,
+        request_count -> BigInt,
+        channel_id -> Nullable<Text>,
+        last_message_number -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    chronos_instances (instance_id) {
+        instance_id -> Text,
+        lock_key -> BigInt,
+        started_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(sync_requests -> calendar_sync_state (calendar_id));
 diesel::joinable!(calendar_events -> calendar_sync_state (calendar_id));
 diesel::joinable!(watch_channels -> calendar_sync_state (calendar_id));
 
@@ -87,4 +104,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     calendar_sync_state,
     watch_channels,
     calendar_events,
+    sync_requests,
+    chronos_instances,
 );

@@ -14,6 +14,9 @@ use sync_domain::ports::{Clock, StoreError, SystemClock};
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: DbPool,
+    /// Where the webhook's lookup reads: the pool itself on PostgreSQL,
+    /// separate read-only connections beside the one writer on SQLite.
+    pub(crate) readers: DbPool,
     pub(crate) cipher: CredentialCipher,
     pub(crate) clock: Arc<dyn Clock>,
     /// Recent channel lookups (see `channel_cache`).
@@ -42,8 +45,10 @@ impl Store {
     ) -> anyhow::Result<Self> {
         let key = resolve_key(encryption_key, &url)?;
         let pool = DbPool::new(&url, options)?;
+        let readers = DbPool::sqlite_readers(&url, options)?.unwrap_or_else(|| pool.clone());
         Ok(Self {
             pool,
+            readers,
             cipher: CredentialCipher::new(&key),
             clock: Arc::new(SystemClock),
             channel_cache: Arc::default(),
@@ -86,9 +91,26 @@ impl Store {
         Ok(expired)
     }
 
-    /// The pool, for code in other crates that adds its own queries.
-    pub fn pool(&self) -> &DbPool {
-        &self.pool
+    /// The SQL dialect of this store's backend.
+    pub fn dialect(&self) -> crate::dialect::Dialect {
+        self.pool.dialect()
+    }
+
+    /// Runs `sql`, a read returning one BIGINT column named `n` (the
+    /// benchmarks' counters; never given outside input).
+    pub async fn count(&self, sql: &str) -> Result<i64, StoreError> {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let count = with_conn!(&self.pool, |conn| {
+            diesel::sql_query(sql)
+                .get_result::<Count>(conn)
+                .await
+                .map_err(crate::pool::query_error)?
+        });
+        Ok(count.n)
     }
 
     /// Migrates, then builds the store.

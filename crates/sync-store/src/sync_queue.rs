@@ -1,17 +1,21 @@
-//! The sync queue: durable, coalesced sync requests in `calendar_sync_state`,
-//! claimed by workers under a lease (SPEC section 6).
+//! The sync queue: durable, coalesced sync requests in `sync_requests`,
+//! claimed by workers under fenced leases on `calendar_sync_state` (SPEC
+//! section 6).
 //!
-//! Every query is written once for both backends; the only difference is the
-//! claim's candidate subquery, which takes row locks with `FOR UPDATE SKIP
-//! LOCKED` on PostgreSQL (several instances) while SQLite serialises writers
-//! (one process). Every write made for a claim is filtered on `lease_owner`,
-//! so a worker whose lease expired and was taken over changes nothing.
+//! Every query is written once for both backends; what differs (placeholders,
+//! the claim's lock clause, how a dead owner is recognised) comes from the
+//! [`Dialect`]. Each claim takes the next `claim_epoch`, and every write made
+//! for it is filtered on the owner *and* that epoch, so neither a worker whose
+//! lease was taken over nor a second task of the same instance changes anything.
 
 use crate::calendars::sync_state::{FAILING, GONE, IDLE, NEEDS_REAUTH, PENDING};
 use crate::channels::{push_mode, retire_active_channels};
+use crate::dialect::Dialect;
 use crate::events::page_rows;
-use crate::pool::{DbPool, query_error, with_conn};
-use crate::schema::{calendar_events as ce, calendar_sync_state as cs, watch_channels as wc};
+use crate::pool::{query_error, with_conn};
+use crate::schema::{
+    calendar_events as ce, calendar_sync_state as cs, sync_requests as sr, watch_channels as wc,
+};
 use crate::store::Store;
 use crate::timestamps::to_db;
 use async_trait::async_trait;
@@ -23,32 +27,58 @@ use sync_domain::ports::StoreError;
 use sync_domain::sync::{
     Claim, ClaimRef, ClaimRequest, FailureAction, PageWrite, PollCutoffs, SyncQueue,
 };
-use sync_domain::{CalendarId, GoogleCalendarId, UserId};
+use sync_domain::{CalendarId, GoogleCalendarId, SyncState, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-/// Claims due calendars and those whose lease expired, in one statement; the
-/// candidate subquery is closed by the caller after an optional lock clause.
-/// Due: a pending request, quiet for the debounce or older than the bound, not
-/// backing off, not claimed. A claim consumes the request, so one arriving
-/// during the sync makes exactly one follow-up; the consumed request's time
-/// moves to `sync_claimed_request_at` (kept over failed attempts, cleared by a
-/// successful sync) so the worker can measure notification-to-synced latency.
-const CLAIM_SQL: &str = "UPDATE calendar_sync_state SET lease_owner = $1, lease_expires_at = $2, \
-     sync_state = 'syncing', \
-     sync_claimed_request_at = COALESCE(sync_claimed_request_at, sync_requested_at), \
-     sync_requested_at = NULL, sync_last_requested_at = NULL, updated_at = $3 \
-     WHERE id IN (SELECT id FROM calendar_sync_state \
-     WHERE sync_state NOT IN ('gone', 'needs_reauth') AND ( \
-       (sync_requested_at IS NOT NULL \
-        AND (sync_last_requested_at <= $4 OR sync_requested_at <= $5) \
-        AND (next_attempt_at IS NULL OR next_attempt_at <= $6) \
-        AND lease_owner IS NULL) \
-       OR (lease_owner IS NOT NULL AND lease_expires_at < $7)) \
-     ORDER BY sync_requested_at LIMIT $8";
+/// The one way a sync is requested (webhook aside, which adds its channel's
+/// message number, see `webhook.rs`): for every calendar `filter` selects
+/// (`$1` is the request time, the filter's own binds start at `$2`), a pending
+/// request is created, or nothing is written when one is already pending: the
+/// pending request already guarantees a sync that starts after it. The
+/// debounce window therefore starts at the first request (see
+/// `docs/sync-engine.md`). Used by the poll, the internal API, new credentials,
+/// connect, and a failed or released claim putting its request back.
+pub(crate) fn request_sql(dialect: Dialect, filter: &str) -> String {
+    dialect.placeholders(&format!(
+        "INSERT INTO sync_requests (calendar_id, first_requested_at, last_requested_at, request_count) \
+         SELECT cs.id, $1, $1, 1 FROM calendar_sync_state cs WHERE {filter} \
+         ON CONFLICT (calendar_id) DO UPDATE SET first_requested_at = excluded.first_requested_at, \
+         last_requested_at = excluded.last_requested_at, \
+         request_count = sync_requests.request_count + 1 \
+         WHERE sync_requests.first_requested_at IS NULL"
+    ))
+}
 
-/// Closes [`CLAIM_SQL`]'s subquery (after the lock clause) and returns the claims.
-const CLAIM_RETURNING: &str = ") RETURNING id, user_id, google_calendar_id, sync_token, sync_generation, failure_count, \
-     sync_claimed_request_at";
+/// Claims due calendars and those whose lease expired or whose owner is dead,
+/// taking the next fencing epoch for each. Due: a pending request, quiet for
+/// the debounce or older than the bound, not backing off, not claimed. The
+/// consumed request's time moves to `sync_claimed_request_at` (kept over
+/// failed attempts, cleared by a successful sync) for the latency metric;
+/// the request itself is consumed by [`consume_sql`] in the same transaction.
+fn claim_sql(dialect: Dialect) -> String {
+    dialect.placeholders(&format!(
+        "UPDATE calendar_sync_state SET lease_owner = $1, lease_expires_at = $2, \
+         claim_epoch = claim_epoch + 1, sync_state = '{syncing}', \
+         sync_claimed_request_at = COALESCE(sync_claimed_request_at, \
+           (SELECT r.first_requested_at FROM sync_requests r WHERE r.calendar_id = calendar_sync_state.id)), \
+         updated_at = $3 \
+         WHERE id IN (SELECT cs.id FROM calendar_sync_state cs \
+           WHERE cs.sync_state NOT IN ('{gone_state}', '{reauth}') AND cs.id IN ( \
+             SELECT r.calendar_id FROM sync_requests r WHERE r.first_requested_at IS NOT NULL \
+               AND (r.last_requested_at <= $4 OR r.first_requested_at <= $5) \
+             UNION ALL SELECT l.id FROM calendar_sync_state l WHERE l.lease_owner IS NOT NULL) \
+           AND ((cs.lease_owner IS NULL AND (cs.next_attempt_at IS NULL OR cs.next_attempt_at <= $6)) \
+             OR (cs.lease_owner IS NOT NULL AND (cs.lease_expires_at < $7 OR {gone}))) \
+           LIMIT $8{lock}) \
+         RETURNING id, user_id, google_calendar_id, sync_token, sync_generation, failure_count, \
+         sync_claimed_request_at, claim_epoch",
+        gone = dialect.owner_gone("cs.lease_owner"),
+        syncing = SyncState::Syncing,
+        gone_state = SyncState::Gone,
+        reauth = SyncState::NeedsReauth,
+        lock = dialect.skip_locked_of("cs"),
+    ))
+}
 
 /// What a claim returns.
 #[derive(QueryableByName)]
@@ -61,16 +91,7 @@ struct ClaimedRow {
     sync_generation: i64,
     failure_count: i32,
     sync_claimed_request_at: Option<PrimitiveDateTime>,
-}
-
-/// Raw SQL in this module is written with PostgreSQL's `$n` placeholders. SQLite
-/// would read `$n` as a *named* parameter, whose lookup slows statement
-/// preparation down badly for a page's 22,500 binds; `?n` is its numbered form.
-fn for_backend(pool: &DbPool, sql: &str) -> String {
-    match pool {
-        DbPool::Postgres(_) => sql.to_owned(),
-        DbPool::Sqlite(_) => sql.replace('$', "?"),
-    }
+    claim_epoch: i64,
 }
 
 /// The upsert of one page (PostgreSQL placeholders, see [`for_backend`]); one
@@ -116,6 +137,7 @@ fn parse_claim(row: ClaimedRow) -> Result<Claim, StoreError> {
         sync_generation: generation,
         failure_count,
         sync_claimed_request_at,
+        claim_epoch,
     } = row;
     let invalid = |e: String| StoreError::Query(e.into());
     Ok(Claim {
@@ -126,6 +148,7 @@ fn parse_claim(row: ClaimedRow) -> Result<Claim, StoreError> {
         generation,
         failure_count,
         requested_at: sync_claimed_request_at.map(crate::timestamps::from_db),
+        epoch: claim_epoch,
     })
 }
 
@@ -136,20 +159,22 @@ impl Store {
     pub async fn request_sync(&self, calendar_id: CalendarId) -> Result<bool, StoreError> {
         let now = to_db(self.clock.now());
         let calendar = calendar_id.to_string();
-        let updated = with_conn!(&self.pool, |conn| {
-            diesel::update(cs::table.find(&calendar))
-                .set((
-                    cs::sync_requested_at.eq(case_when(cs::sync_requested_at.is_null(), Some(now))
-                        .otherwise(cs::sync_requested_at)),
-                    cs::sync_last_requested_at.eq(Some(now)),
-                    cs::sync_request_count.eq(cs::sync_request_count + 1),
-                    cs::updated_at.eq(now),
-                ))
+        let sql = request_sql(self.dialect(), "cs.id = $2");
+        let exists = with_conn!(&self.pool, |conn| {
+            diesel::sql_query(&sql)
+                .bind::<Timestamp, _>(now)
+                .bind::<Text, _>(&calendar)
                 .execute(conn)
+                .await
+                .map_err(query_error)?;
+            cs::table
+                .find(&calendar)
+                .count()
+                .get_result::<i64>(conn)
                 .await
                 .map_err(query_error)?
         });
-        Ok(updated == 1)
+        Ok(exists == 1)
     }
 }
 
@@ -160,44 +185,50 @@ macro_rules! unless_parked {
     };
 }
 
-/// A pending request kept (or restored) at `now`.
-macro_rules! keep_pending {
-    ($now:expr) => {
-        (
-            cs::sync_requested_at.eq(case_when(cs::sync_requested_at.is_null(), Some($now))
-                .otherwise(cs::sync_requested_at)),
-            cs::sync_last_requested_at.eq(case_when(
-                cs::sync_last_requested_at.is_null(),
-                Some($now),
-            )
-            .otherwise(cs::sync_last_requested_at)),
-        )
+/// The claim `$claim` names, still held: owner and fencing epoch both match.
+macro_rules! held {
+    ($calendar:expr, $claim:expr) => {
+        cs::table
+            .find($calendar)
+            .filter(cs::lease_owner.eq($claim.owner))
+            .filter(cs::claim_epoch.eq($claim.epoch))
     };
 }
 
 #[async_trait]
 impl SyncQueue for Store {
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<Claim>, StoreError> {
-        // Row locks are PostgreSQL's (several instances); SQLite serialises writers.
-        let lock = match &self.pool {
-            DbPool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            DbPool::Sqlite(_) => "",
-        };
-        let sql = for_backend(&self.pool, &format!("{CLAIM_SQL}{lock}{CLAIM_RETURNING}"));
+        let sql = claim_sql(self.dialect());
         let now = to_db(request.now);
         let rows: Vec<ClaimedRow> = with_conn!(&self.pool, |conn| {
-            diesel::sql_query(&sql)
-                .bind::<Text, _>(request.owner)
-                .bind::<Timestamp, _>(to_db(request.lease_until))
-                .bind::<Timestamp, _>(now)
-                .bind::<Timestamp, _>(to_db(request.cutoffs.quiet_since))
-                .bind::<Timestamp, _>(to_db(request.cutoffs.overdue_since))
-                .bind::<Timestamp, _>(now)
-                .bind::<Timestamp, _>(now)
-                .bind::<BigInt, _>(request.limit.max(0))
-                .load(conn)
-                .await
-                .map_err(query_error)?
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                let rows: Vec<ClaimedRow> = diesel::sql_query(&sql)
+                    .bind::<Text, _>(request.owner)
+                    .bind::<Timestamp, _>(to_db(request.lease_until))
+                    .bind::<Timestamp, _>(now)
+                    .bind::<Timestamp, _>(to_db(request.cutoffs.quiet_since))
+                    .bind::<Timestamp, _>(to_db(request.cutoffs.overdue_since))
+                    .bind::<Timestamp, _>(now)
+                    .bind::<Timestamp, _>(now)
+                    .bind::<BigInt, _>(request.limit.max(0))
+                    .load(conn)
+                    .await?;
+                if !rows.is_empty() {
+                    // Consuming the request is what makes notifications that
+                    // arrive during the sync cause exactly one follow-up.
+                    let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+                    diesel::update(sr::table.filter(sr::calendar_id.eq_any(ids)))
+                        .set((
+                            sr::first_requested_at.eq(None::<PrimitiveDateTime>),
+                            sr::last_requested_at.eq(None::<PrimitiveDateTime>),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(rows)
+            })
+            .await
+            .map_err(query_error)?
         });
         rows.into_iter().map(parse_claim).collect()
     }
@@ -210,18 +241,14 @@ impl SyncQueue for Store {
     ) -> Result<bool, StoreError> {
         let calendar = claim.calendar_id.to_string();
         let updated = with_conn!(&self.pool, |conn| {
-            diesel::update(
-                cs::table
-                    .find(&calendar)
-                    .filter(cs::lease_owner.eq(claim.owner)),
-            )
-            .set((
-                cs::lease_expires_at.eq(Some(to_db(lease_until))),
-                cs::updated_at.eq(to_db(now)),
-            ))
-            .execute(conn)
-            .await
-            .map_err(query_error)?
+            diesel::update(held!(&calendar, claim))
+                .set((
+                    cs::lease_expires_at.eq(Some(to_db(lease_until))),
+                    cs::updated_at.eq(to_db(now)),
+                ))
+                .execute(conn)
+                .await
+                .map_err(query_error)?
         });
         Ok(updated == 1)
     }
@@ -233,21 +260,17 @@ impl SyncQueue for Store {
     ) -> Result<Option<i64>, StoreError> {
         let calendar = claim.calendar_id.to_string();
         let generation = with_conn!(&self.pool, |conn| {
-            diesel::update(
-                cs::table
-                    .find(&calendar)
-                    .filter(cs::lease_owner.eq(claim.owner)),
-            )
-            .set((
-                cs::sync_generation.eq(cs::sync_generation + 1),
-                cs::sync_token.eq(None::<String>),
-                cs::updated_at.eq(to_db(now)),
-            ))
-            .returning(cs::sync_generation)
-            .get_result::<i64>(conn)
-            .await
-            .optional()
-            .map_err(query_error)?
+            diesel::update(held!(&calendar, claim))
+                .set((
+                    cs::sync_generation.eq(cs::sync_generation + 1),
+                    cs::sync_token.eq(None::<String>),
+                    cs::updated_at.eq(to_db(now)),
+                ))
+                .returning(cs::sync_generation)
+                .get_result::<i64>(conn)
+                .await
+                .optional()
+                .map_err(query_error)?
         });
         Ok(generation)
     }
@@ -262,18 +285,17 @@ impl SyncQueue for Store {
         let rows = page_rows(&calendar, page.events, page.generation, now);
         let until = to_db(page.lease_until);
         let completion = page.completion.as_ref();
-        let upsert_sql = for_backend(&self.pool, &upsert_sql(rows.len()));
+        let upsert_sql = self.dialect().placeholders(&upsert_sql(rows.len()));
         let held = with_conn!(&self.pool, |conn| {
             conn.transaction::<bool, diesel::result::Error, _>(async |conn| {
-                // Checks the claim and takes the row lock first, renewing the lease.
-                let held = diesel::update(
-                    cs::table
-                        .find(&calendar)
-                        .filter(cs::lease_owner.eq(claim.owner)),
-                )
-                .set(cs::lease_expires_at.eq(Some(until)))
-                .execute(conn)
-                .await?;
+                // Checks the claim (owner and epoch) and takes the state row's
+                // lock first, renewing the lease: a claim taken over meanwhile
+                // writes nothing. The webhook never needs this lock (it writes
+                // `sync_requests` only), so it never waits for this page.
+                let held = diesel::update(held!(&calendar, claim))
+                    .set(cs::lease_expires_at.eq(Some(until)))
+                    .execute(conn)
+                    .await?;
                 if held == 0 {
                     return Ok(false);
                 }
@@ -344,39 +366,40 @@ impl SyncQueue for Store {
             cs::lease_expires_at.eq(None::<PrimitiveDateTime>),
             cs::updated_at.eq(now),
         );
+        let request = request_sql(self.dialect(), "cs.id = $2");
         let updated = with_conn!(&self.pool, |conn| {
-            let target = cs::table
-                .find(&calendar)
-                .filter(cs::lease_owner.eq(claim.owner));
-            match &action {
-                FailureAction::Retry {
-                    next_attempt_at,
-                    error,
-                } => diesel::update(target)
-                    .set((
-                        release,
-                        keep_pending!(now),
-                        cs::next_attempt_at.eq(Some(to_db(*next_attempt_at))),
-                        cs::failure_count.eq(cs::failure_count + 1),
-                        cs::last_error.eq(Some(error)),
-                        cs::sync_state.eq(unless_parked!(FAILING)),
-                    ))
-                    .execute(conn)
-                    .await
-                    .map_err(query_error)?,
-                FailureAction::NeedsReauth { error } => diesel::update(target)
-                    .set((
-                        release,
-                        // New credentials re-request a sync anyway; keep the old one too.
-                        keep_pending!(now),
-                        cs::last_error.eq(Some(error)),
-                        cs::sync_state.eq(unless_parked!(NEEDS_REAUTH)),
-                    ))
-                    .execute(conn)
-                    .await
-                    .map_err(query_error)?,
-                FailureAction::Gone { error } => conn
-                    .transaction::<usize, diesel::result::Error, _>(async |conn| {
+            conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
+                let target = held!(&calendar, claim);
+                let (updated, keep_pending) = match &action {
+                    FailureAction::Retry {
+                        next_attempt_at,
+                        error,
+                    } => (
+                        diesel::update(target)
+                            .set((
+                                release,
+                                cs::next_attempt_at.eq(Some(to_db(*next_attempt_at))),
+                                cs::failure_count.eq(cs::failure_count + 1),
+                                cs::last_error.eq(Some(error)),
+                                cs::sync_state.eq(unless_parked!(FAILING)),
+                            ))
+                            .execute(conn)
+                            .await?,
+                        true,
+                    ),
+                    // New credentials re-request a sync anyway; keep the old one too.
+                    FailureAction::NeedsReauth { error } => (
+                        diesel::update(target)
+                            .set((
+                                release,
+                                cs::last_error.eq(Some(error)),
+                                cs::sync_state.eq(unless_parked!(NEEDS_REAUTH)),
+                            ))
+                            .execute(conn)
+                            .await?,
+                        true,
+                    ),
+                    FailureAction::Gone { error } => {
                         let updated = diesel::update(target)
                             .set((
                                 release,
@@ -394,11 +417,21 @@ impl SyncQueue for Store {
                                 now
                             )?;
                         }
-                        Ok(updated)
-                    })
-                    .await
-                    .map_err(query_error)?,
-            }
+                        (updated, false)
+                    }
+                };
+                if updated == 1 && keep_pending {
+                    // The claimed request is not served: put it back.
+                    diesel::sql_query(&request)
+                        .bind::<Timestamp, _>(now)
+                        .bind::<Text, _>(&calendar)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(updated)
+            })
+            .await
+            .map_err(query_error)?
         });
         Ok(updated == 1)
     }
@@ -406,20 +439,27 @@ impl SyncQueue for Store {
     async fn release(&self, claim: ClaimRef<'_>, now: OffsetDateTime) -> Result<bool, StoreError> {
         let calendar = claim.calendar_id.to_string();
         let now = to_db(now);
+        let request = request_sql(self.dialect(), "cs.id = $2");
         let updated = with_conn!(&self.pool, |conn| {
-            diesel::update(
-                cs::table
-                    .find(&calendar)
-                    .filter(cs::lease_owner.eq(claim.owner)),
-            )
-            .set((
-                cs::lease_owner.eq(None::<String>),
-                cs::lease_expires_at.eq(None::<PrimitiveDateTime>),
-                keep_pending!(now),
-                cs::sync_state.eq(unless_parked!(PENDING)),
-                cs::updated_at.eq(now),
-            ))
-            .execute(conn)
+            conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
+                let updated = diesel::update(held!(&calendar, claim))
+                    .set((
+                        cs::lease_owner.eq(None::<String>),
+                        cs::lease_expires_at.eq(None::<PrimitiveDateTime>),
+                        cs::sync_state.eq(unless_parked!(PENDING)),
+                        cs::updated_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                if updated == 1 {
+                    diesel::sql_query(&request)
+                        .bind::<Timestamp, _>(now)
+                        .bind::<Text, _>(&calendar)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(updated)
+            })
             .await
             .map_err(query_error)?
         });
@@ -431,36 +471,29 @@ impl SyncQueue for Store {
         cutoffs: PollCutoffs,
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        let now = to_db(now);
-        let stale_before = |before: OffsetDateTime| {
-            let before = to_db(before);
-            cs::last_sync_at
-                .le(before)
-                .or(cs::last_sync_at.is_null().and(cs::created_at.le(before)))
-        };
-        let push_stale = cs::push_mode
-            .ne(push_mode::POLLING)
-            .and(stale_before(cutoffs.push_synced_before));
-        let polling_stale = cs::push_mode
-            .eq(push_mode::POLLING)
-            .and(stale_before(cutoffs.polling_synced_before));
+        // Idle calendars without a pending request, last synced (or connected)
+        // before their cut-off; concurrent instances request each at most once.
+        let sql = request_sql(
+            self.dialect(),
+            &format!(
+                "cs.lease_owner IS NULL AND cs.sync_state NOT IN ('{gone}', '{reauth}') \
+                 AND NOT EXISTS (SELECT 1 FROM sync_requests p WHERE p.calendar_id = cs.id \
+                   AND p.first_requested_at IS NOT NULL) \
+                 AND ((cs.push_mode <> '{polling}' AND COALESCE(cs.last_sync_at, cs.created_at) <= $2) \
+                   OR (cs.push_mode = '{polling}' AND COALESCE(cs.last_sync_at, cs.created_at) <= $3))",
+                polling = push_mode::POLLING,
+                gone = SyncState::Gone,
+                reauth = SyncState::NeedsReauth,
+            ),
+        );
         let updated = with_conn!(&self.pool, |conn| {
-            diesel::update(
-                cs::table
-                    .filter(cs::sync_requested_at.is_null())
-                    .filter(cs::lease_owner.is_null())
-                    .filter(cs::sync_state.ne_all([GONE, NEEDS_REAUTH]))
-                    .filter(push_stale.or(polling_stale)),
-            )
-            .set((
-                cs::sync_requested_at.eq(Some(now)),
-                cs::sync_last_requested_at.eq(Some(now)),
-                cs::sync_request_count.eq(cs::sync_request_count + 1),
-                cs::updated_at.eq(now),
-            ))
-            .execute(conn)
-            .await
-            .map_err(query_error)?
+            diesel::sql_query(&sql)
+                .bind::<Timestamp, _>(to_db(now))
+                .bind::<Timestamp, _>(to_db(cutoffs.push_synced_before))
+                .bind::<Timestamp, _>(to_db(cutoffs.polling_synced_before))
+                .execute(conn)
+                .await
+                .map_err(query_error)?
         });
         Ok(u64::try_from(updated).unwrap_or(u64::MAX))
     }

@@ -305,6 +305,30 @@ pub async fn seed_calendar_without_credentials(
         .expect("the seeded calendar exists")
 }
 
+/// Consumes a calendar's pending request as a claim would (the calendar then
+/// has none, e.g. its initial sync was claimed), so the next notification
+/// must be written.
+pub async fn consume_pending_request(store: &Store, calendar: sync_domain::CalendarId) {
+    use crate::schema::sync_requests as sr;
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let calendar = calendar.to_string();
+    let consumed: Result<usize, sync_domain::ports::StoreError> = async {
+        Ok(crate::pool::with_conn!(&store.pool, |conn| {
+            diesel::update(sr::table.filter(sr::calendar_id.eq(&calendar)))
+                .set((
+                    sr::first_requested_at.eq(None::<time::PrimitiveDateTime>),
+                    sr::last_requested_at.eq(None::<time::PrimitiveDateTime>),
+                ))
+                .execute(conn)
+                .await
+                .map_err(crate::pool::query_error)?
+        }))
+    }
+    .await;
+    consumed.expect("consuming the test calendar's pending request");
+}
+
 /// Declares a test that runs once per backend, as `NAME::sqlite` and `NAME::postgres`.
 /// The body is an async fn taking a migrated [`Store`].
 #[macro_export]

@@ -2,22 +2,26 @@
 
 use crate::calendars::sync_state::GONE;
 use crate::channels::state;
+use crate::dialect::Dialect;
 use crate::pool::{DbPool, checkout, query_error, with_conn};
-use crate::schema::{calendar_sync_state as cs, google_credentials as gc, watch_channels as wc};
+use crate::schema::{
+    calendar_sync_state as cs, google_credentials as gc, sync_requests as sr, watch_channels as wc,
+};
 use crate::store::Store;
 use crate::timestamps::to_db;
-use diesel::dsl::case_when;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamp};
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use std::collections::HashMap;
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
-use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber};
+use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber, SyncState};
 
 type ChannelRow = (
     String,         // token
     Option<String>, // calendar id
     Option<String>, // calendar's sync state
-    Option<String>, // calendar's current channel
-    Option<i64>,    // last message number on the current channel
+    Option<String>, // the channel of the last recorded request
+    Option<i64>,    // the last message number recorded on it
     Option<String>, // credentials' user id (present: the user has credentials)
 );
 
@@ -30,9 +34,13 @@ impl Store {
         if let Some(record) = self.channel_cache.get(channel_id) {
             return Ok(Some(record));
         }
-        let row: Option<ChannelRow> = with_conn!(&self.pool, |conn| {
+        if self.channel_cache.is_unknown(channel_id) {
+            return Ok(None);
+        }
+        let row: Option<ChannelRow> = with_conn!(&self.readers, |conn| {
             wc::table
                 .left_join(cs::table.on(cs::id.nullable().eq(wc::calendar_id)))
+                .left_join(sr::table.on(sr::calendar_id.nullable().eq(wc::calendar_id)))
                 .left_join(gc::table.on(gc::user_id.nullable().eq(cs::user_id.nullable())))
                 .filter(wc::channel_id.eq(channel_id.as_str()))
                 .filter(wc::state.ne(state::STOPPED))
@@ -40,8 +48,8 @@ impl Store {
                     wc::token,
                     wc::calendar_id,
                     cs::sync_state.nullable(),
-                    cs::webhook_channel_id.nullable(),
-                    cs::webhook_last_message_number.nullable(),
+                    sr::channel_id.nullable(),
+                    sr::last_message_number.nullable(),
                     gc::user_id.nullable(),
                 ))
                 .first::<ChannelRow>(conn)
@@ -61,8 +69,9 @@ impl Store {
                 last_message_number: last.filter(|_| is_current).map(MessageNumber::new),
             }
         });
-        if let Some(record) = &record {
-            self.channel_cache.put(channel_id, record);
+        match &record {
+            Some(record) => self.channel_cache.put(channel_id, record),
+            None => self.channel_cache.put_unknown(channel_id),
         }
         Ok(record)
     }
@@ -84,119 +93,280 @@ impl Store {
     }
 }
 
-/// The one `UPDATE` that records `$request` on `$conn`, as a future of the
-/// number of rows updated: marks the calendar pending (keeping the first
-/// request's time for the coalescing bound) and, on the current channel,
-/// advances the message number, refusing one not above the last.
-macro_rules! record_statement {
-    ($conn:expr, $request:expr) => {{
-        let request: &SyncRequest = $request;
-        let now = to_db(request.requested_at);
-        let calendar_id = request.calendar_id.to_string();
-        let channel = request.channel_id.as_str();
-        // The channel must still be live and the user still have credentials:
-        // checked here, in the write, so a cached lookup can never record a
-        // request the SPEC says to drop.
-        // Typed (not SQL text) so the statement stays in the prepared-statement cache.
-        let channel_live = diesel::dsl::exists(
-            wc::table
-                .filter(wc::channel_id.eq(channel))
-                .filter(wc::calendar_id.eq(cs::id.nullable()))
-                .filter(wc::state.ne("stopped")),
-        );
-        let user_has_credentials =
-            diesel::dsl::exists(gc::table.filter(gc::user_id.eq(cs::user_id)));
-        let target = cs::table
-            .filter(cs::id.eq(calendar_id))
-            .filter(cs::sync_state.ne(GONE))
-            .filter(channel_live)
-            .filter(user_has_credentials);
-        let changes = (
-            cs::sync_requested_at.eq(case_when(cs::sync_requested_at.is_null(), Some(now))
-                .otherwise(cs::sync_requested_at)),
-            cs::sync_last_requested_at.eq(Some(now)),
-            cs::sync_request_count.eq(cs::sync_request_count + 1),
-            cs::updated_at.eq(now),
-        );
-        match request.message_number.map(MessageNumber::get) {
-            None => diesel::update(target).set(changes).execute($conn),
-            Some(n) => diesel::update(
-                target.filter(
-                    cs::webhook_channel_id
-                        .is_null()
-                        .or(cs::webhook_channel_id.ne(channel))
-                        .or(cs::webhook_last_message_number.is_null())
-                        .or(cs::webhook_last_message_number.lt(n)),
-                ),
-            )
-            .set((
-                changes,
-                cs::webhook_last_message_number.eq(case_when(
-                    cs::webhook_channel_id.eq(channel),
-                    Some(n),
-                )
-                .otherwise(cs::webhook_last_message_number)),
-            ))
-            .execute($conn),
+/// Per batch input row: calendar, channel, message number, request time. On
+/// PostgreSQL four arrays (`unnest`), on SQLite a multi-row `VALUES`; either
+/// way one statement whatever the batch size.
+fn input_sql(dialect: Dialect, rows: usize) -> String {
+    match dialect {
+        Dialect::Postgres => {
+            "SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamp[])".to_owned()
         }
-    }};
-}
-
-fn outcome(request: &SyncRequest, updated: usize) -> RecordOutcome {
-    match (updated, request.message_number) {
-        (0, Some(_)) => RecordOutcome::Duplicate,
-        (0, None) => RecordOutcome::CalendarGone,
-        _ => RecordOutcome::Recorded,
+        Dialect::Sqlite => {
+            let mut sql = String::from("VALUES ");
+            for row in 0..rows {
+                let n = row * 4;
+                if row > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(?{}, ?{}, ?{}, ?{})", n + 1, n + 2, n + 3, n + 4));
+            }
+            sql
+        }
     }
 }
 
-/// Records a batch of requests: a lone request in one autocommit statement,
-/// several in one transaction. Rows are locked in calendar order (a stable
-/// sort keeps each calendar's requests in arrival order, so a repeated message
-/// number is still refused), so concurrent batches never deadlock. On
-/// PostgreSQL the statements are pipelined: sent together, executed in order.
+/// The batch, checked: whether each request may be recorded (calendar not
+/// gone, channel still live and its own, user with credentials, re-checked
+/// here so a stale cached lookup never records a request), whether its
+/// calendar already has an unclaimed request, and whether its message number
+/// is not above the last recorded on that channel. Plain reads: nothing here
+/// waits for a sync's page transaction.
+fn checked_sql() -> String {
+    format!(
+        "checked AS (SELECT i.calendar_id, i.channel_id, i.msg, i.at, \
+     COALESCE(cs.sync_state <> '{gone}' \
+       AND EXISTS (SELECT 1 FROM watch_channels wc WHERE wc.channel_id = i.channel_id \
+         AND wc.calendar_id = cs.id AND wc.state <> 'stopped') \
+       AND EXISTS (SELECT 1 FROM google_credentials gc WHERE gc.user_id = cs.user_id), FALSE) AS valid, \
+     COALESCE(r.first_requested_at IS NOT NULL, FALSE) AS pending, \
+     COALESCE(i.msg IS NOT NULL AND r.channel_id = i.channel_id AND r.last_message_number >= i.msg, FALSE) \
+       AS duplicate \
+     FROM input i \
+     LEFT JOIN calendar_sync_state cs ON cs.id = i.calendar_id \
+     LEFT JOIN sync_requests r ON r.calendar_id = i.calendar_id)",
+        gone = SyncState::Gone
+    )
+}
+
+/// Writes the checked requests that need a row version: neither pending nor
+/// duplicate. A calendar with an unclaimed request gets nothing (no tuple, no
+/// WAL): that request already guarantees a sync that starts after this
+/// notification. The conflict clause re-checks pending and the message number
+/// on the current row version, so concurrent batches (other instances) never
+/// record one message twice.
+const WRITE_SQL: &str = "INSERT INTO sync_requests (calendar_id, first_requested_at, last_requested_at, \
+     request_count, channel_id, last_message_number) \
+     SELECT calendar_id, at, at, 1, channel_id, msg FROM checked \
+     WHERE valid AND NOT pending AND NOT duplicate \
+     ON CONFLICT (calendar_id) DO UPDATE SET first_requested_at = excluded.first_requested_at, \
+     last_requested_at = excluded.last_requested_at, \
+     request_count = sync_requests.request_count + 1, \
+     channel_id = excluded.channel_id, \
+     last_message_number = CASE WHEN excluded.last_message_number IS NULL \
+       AND sync_requests.channel_id = excluded.channel_id \
+       THEN sync_requests.last_message_number ELSE excluded.last_message_number END \
+     WHERE sync_requests.first_requested_at IS NULL \
+       AND (excluded.last_message_number IS NULL OR sync_requests.channel_id IS NULL \
+         OR sync_requests.channel_id <> excluded.channel_id \
+         OR sync_requests.last_message_number IS NULL \
+         OR sync_requests.last_message_number < excluded.last_message_number) \
+     RETURNING calendar_id";
+
+/// One checked request and whether it was written.
+#[derive(QueryableByName)]
+struct CheckedRow {
+    #[diesel(sql_type = Text)]
+    calendar_id: String,
+    #[diesel(sql_type = Bool)]
+    valid: bool,
+    #[diesel(sql_type = Bool)]
+    duplicate: bool,
+    #[diesel(sql_type = Bool)]
+    written: bool,
+}
+
+#[derive(QueryableByName)]
+struct CheckRow {
+    #[diesel(sql_type = Text)]
+    calendar_id: String,
+    #[diesel(sql_type = Bool)]
+    valid: bool,
+    #[diesel(sql_type = Bool)]
+    pending: bool,
+    #[diesel(sql_type = Bool)]
+    duplicate: bool,
+}
+
+#[derive(QueryableByName)]
+struct WrittenRow {
+    #[diesel(sql_type = Text)]
+    calendar_id: String,
+}
+
+/// What the database said of one calendar's request.
+#[derive(Debug, Clone, Copy)]
+struct Checked {
+    valid: bool,
+    duplicate: bool,
+    written: bool,
+}
+
+impl Checked {
+    fn outcome(self) -> RecordOutcome {
+        if !self.valid {
+            RecordOutcome::CalendarGone
+        } else if self.written {
+            RecordOutcome::Recorded
+        } else if self.duplicate {
+            RecordOutcome::Duplicate
+        } else {
+            // Pending already (or made pending by another instance meanwhile).
+            RecordOutcome::AlreadyPending
+        }
+    }
+}
+
+/// The one request per calendar sent to the database (a batch statement may
+/// touch each row once): the one without a message number if any (never a
+/// duplicate), else the highest number, latest first on ties.
+fn representatives(batch: &[SyncRequest]) -> Vec<usize> {
+    let mut best: HashMap<CalendarId, usize> = HashMap::new();
+    for (index, request) in batch.iter().enumerate() {
+        let rank = |r: &SyncRequest| r.message_number.map_or(i64::MAX, MessageNumber::get);
+        best.entry(request.calendar_id)
+            .and_modify(|current| {
+                if rank(request) >= rank(&batch[*current]) {
+                    *current = index;
+                }
+            })
+            .or_insert(index);
+    }
+    let mut chosen: Vec<usize> = best.into_values().collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Records a batch of requests with one statement on PostgreSQL (checks and
+/// write in one data-modifying query, autocommit: one commit, and none that
+/// flushes WAL when every calendar was pending already) and one transaction of
+/// two statements on SQLite (its one writer connection). Requests for a
+/// calendar already represented in the batch share its outcome: a duplicate
+/// when their message number on the same channel is not above the one sent,
+/// else covered by the same pending request.
 pub(crate) async fn write_batch(
     pool: &DbPool,
     batch: &[SyncRequest],
 ) -> Result<Vec<RecordOutcome>, StoreError> {
-    let mut order: Vec<usize> = (0..batch.len()).collect();
-    order.sort_by_key(|&i| batch[i].calendar_id);
-    let sorted: Vec<&SyncRequest> = order.iter().map(|&i| &batch[i]).collect();
-    let updated: Vec<usize> = match pool {
+    let chosen = representatives(batch);
+    let sent: Vec<&SyncRequest> = chosen.iter().map(|&i| &batch[i]).collect();
+    let dialect = pool.dialect();
+    let prefix = format!(
+        "WITH input (calendar_id, channel_id, msg, at) AS ({}), {}",
+        input_sql(dialect, sent.len()),
+        checked_sql()
+    );
+    let checked: HashMap<String, Checked> = match pool {
         DbPool::Postgres(pool) => {
+            let sql = format!(
+                "{prefix}, written AS ({WRITE_SQL}) SELECT c.calendar_id, c.valid, \
+                 c.duplicate, (w.calendar_id IS NOT NULL) AS written \
+                 FROM checked c LEFT JOIN written w ON w.calendar_id = c.calendar_id"
+            );
             let mut conn = checkout(pool).await?;
-            if let [request] = sorted[..] {
-                record_statement!(&mut *conn, request)
-                    .await
-                    .map(|n| vec![n])
-            } else {
-                conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                    let shared: &AsyncPgConnection = conn;
-                    futures::future::try_join_all(sorted.iter().map(|request| {
-                        let mut pipelined = shared;
-                        record_statement!(&mut pipelined, request)
-                    }))
-                    .await
-                })
+            let rows: Vec<CheckedRow> = diesel::sql_query(sql)
+                .bind::<Array<Text>, _>(
+                    sent.iter()
+                        .map(|r| r.calendar_id.to_string())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Text>, _>(
+                    sent.iter()
+                        .map(|r| r.channel_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Nullable<BigInt>>, _>(
+                    sent.iter()
+                        .map(|r| r.message_number.map(MessageNumber::get))
+                        .collect::<Vec<_>>(),
+                )
+                .bind::<Array<Timestamp>, _>(
+                    sent.iter()
+                        .map(|r| to_db(r.requested_at))
+                        .collect::<Vec<_>>(),
+                )
+                .load(&mut *conn)
                 .await
-            }
+                .map_err(query_error)?;
+            rows.into_iter()
+                .map(|row| {
+                    let checked = Checked {
+                        valid: row.valid,
+                        duplicate: row.duplicate,
+                        written: row.written,
+                    };
+                    (row.calendar_id, checked)
+                })
+                .collect()
         }
         DbPool::Sqlite(pool) => {
-            let mut conn = checkout(pool).await?;
-            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                let mut updated = Vec::with_capacity(sorted.len());
-                for request in &sorted {
-                    updated.push(record_statement!(&mut *conn, request).await?);
+            let check =
+                format!("{prefix} SELECT calendar_id, valid, pending, duplicate FROM checked");
+            let write = format!("{prefix} {WRITE_SQL}");
+            let bind = |sql: String| {
+                let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+                for request in &sent {
+                    query = query
+                        .bind::<Text, _>(request.calendar_id.to_string())
+                        .bind::<Text, _>(request.channel_id.as_str().to_owned())
+                        .bind::<Nullable<BigInt>, _>(request.message_number.map(MessageNumber::get))
+                        .bind::<Timestamp, _>(to_db(request.requested_at));
                 }
-                Ok(updated)
-            })
-            .await
+                query
+            };
+            let (check, write) = (bind(check), bind(write));
+            let mut conn = checkout(pool).await?;
+            let (checks, written) = conn
+                .transaction::<_, diesel::result::Error, _>(async |conn| {
+                    let checks: Vec<CheckRow> = check.load(conn).await?;
+                    let written: Vec<WrittenRow> =
+                        if checks.iter().any(|c| c.valid && !c.pending && !c.duplicate) {
+                            write.load(conn).await?
+                        } else {
+                            Vec::new()
+                        };
+                    Ok((checks, written))
+                })
+                .await
+                .map_err(query_error)?;
+            let written: std::collections::HashSet<String> =
+                written.into_iter().map(|w| w.calendar_id).collect();
+            checks
+                .into_iter()
+                .map(|row| {
+                    let checked = Checked {
+                        valid: row.valid,
+                        duplicate: row.duplicate,
+                        written: written.contains(&row.calendar_id),
+                    };
+                    (row.calendar_id, checked)
+                })
+                .collect()
         }
-    }
-    .map_err(query_error)?;
-    let mut outcomes = vec![RecordOutcome::CalendarGone; batch.len()];
-    for (&index, rows) in order.iter().zip(updated) {
-        outcomes[index] = outcome(&batch[index], rows);
+    };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (index, request) in batch.iter().enumerate() {
+        let representative = chosen
+            .iter()
+            .copied()
+            .find(|&i| batch[i].calendar_id == request.calendar_id);
+        let Some(rep) = representative else {
+            outcomes.push(RecordOutcome::CalendarGone);
+            continue;
+        };
+        let Some(result) = checked.get(&request.calendar_id.to_string()).copied() else {
+            outcomes.push(RecordOutcome::CalendarGone);
+            continue;
+        };
+        let outcome = if rep == index || !result.valid {
+            result.outcome()
+        } else if result.duplicate
+            || (request.message_number.is_some() && batch[rep].channel_id == request.channel_id)
+        {
+            RecordOutcome::Duplicate
+        } else {
+            RecordOutcome::AlreadyPending
+        };
+        outcomes.push(outcome);
     }
     Ok(outcomes)
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 use sync_domain::fakes::FakeClock;
 use sync_domain::ports::{
     CachedAccessToken, Clock, CredentialStore, RecordOutcome, SyncRequest, WebhookStore,
@@ -15,7 +16,7 @@ use sync_domain::{
 use sync_store::Store;
 use sync_store::calendars::NewChannel;
 use sync_store::test_on_both_backends;
-use sync_store::test_support::seed_calendar;
+use sync_store::test_support::{consume_pending_request, seed_calendar};
 
 fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
@@ -69,20 +70,27 @@ test_on_both_backends!(
 );
 
 test_on_both_backends!(
-    recorded_request_is_durable_and_coalesces,
+    recorded_request_is_durable_and_later_ones_coalesce_into_it,
     async |store: Store| {
         let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
-        let first_pending = calendar.sync_requested_at;
         assert!(
-            first_pending.is_some(),
+            calendar.sync_requested_at.is_some(),
             "a new calendar waits for its initial sync"
         );
-        for n in 1..=3 {
+        consume_pending_request(&store, calendar.id).await;
+        let before = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(before.sync_requested_at, None);
+        let first = request(calendar.id, "chan-1", Some(1));
+        assert_eq!(
+            store.record_sync_request(&first).await.unwrap(),
+            RecordOutcome::Recorded
+        );
+        for n in 2..=3 {
             let outcome = store
                 .record_sync_request(&request(calendar.id, "chan-1", Some(n)))
                 .await
                 .unwrap();
-            assert_eq!(outcome, RecordOutcome::Recorded);
+            assert_eq!(outcome, RecordOutcome::AlreadyPending);
         }
         // A fresh store on the same database (as after a restart) sees the request.
         let reopened = Store::open(
@@ -93,9 +101,14 @@ test_on_both_backends!(
         .await
         .unwrap();
         let after = reopened.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(after.sync_request_count, 3);
         assert_eq!(
-            after.sync_requested_at, first_pending,
+            after.sync_request_count,
+            before.sync_request_count + 1,
+            "a pending request absorbs later ones without a write"
+        );
+        assert_eq!(
+            after.sync_requested_at.map(|t| t.unix_timestamp()),
+            Some(first.requested_at.unix_timestamp()),
             "the first request's time bounds the delay"
         );
         let record = reopened
@@ -103,7 +116,7 @@ test_on_both_backends!(
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(record.last_message_number, Some(MessageNumber::new(3)));
+        assert_eq!(record.last_message_number, Some(MessageNumber::new(1)));
     }
 );
 
@@ -111,6 +124,8 @@ test_on_both_backends!(
     message_number_not_above_last_is_refused,
     async |store: Store| {
         let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+        consume_pending_request(&store, calendar.id).await;
+        let before = store.calendar(calendar.id).await.unwrap().unwrap();
         let record = |n| request(calendar.id, "chan-1", Some(n));
         assert_eq!(
             store.record_sync_request(&record(5)).await.unwrap(),
@@ -124,17 +139,34 @@ test_on_both_backends!(
             store.record_sync_request(&record(4)).await.unwrap(),
             RecordOutcome::Duplicate
         );
+        // Once the request is claimed, an old number is still a duplicate.
+        consume_pending_request(&store, calendar.id).await;
+        assert_eq!(
+            store.record_sync_request(&record(5)).await.unwrap(),
+            RecordOutcome::Duplicate
+        );
         assert_eq!(
             store.record_sync_request(&record(9)).await.unwrap(),
             RecordOutcome::Recorded
         );
+        consume_pending_request(&store, calendar.id).await;
         let unnumbered = request(calendar.id, "chan-1", None);
         assert_eq!(
             store.record_sync_request(&unnumbered).await.unwrap(),
             RecordOutcome::Recorded
         );
         let after = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(after.sync_request_count, 3);
+        assert_eq!(after.sync_request_count, before.sync_request_count + 3);
+        let channel = store
+            .find_channel(&ChannelId::parse("chan-1").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            channel.last_message_number,
+            Some(MessageNumber::new(9)),
+            "an unnumbered notification keeps the last number"
+        );
     }
 );
 
@@ -213,6 +245,7 @@ test_on_both_backends!(
             .unwrap();
         assert!(old.token.matches("old-token"));
         assert!(old.calendar_active);
+        consume_pending_request(&store, calendar.id).await;
         assert_eq!(
             store
                 .record_sync_request(&request(calendar.id, "chan-old", Some(7)))
@@ -303,8 +336,10 @@ test_on_both_backends!(
             .unwrap()
             .unwrap()
             .sync_request_count;
-        // 100 distinct message numbers, each sent twice, all at once: the group
-        // commit must record each number exactly once, whatever the batching.
+        consume_pending_request(&store, calendar.id).await;
+        // 100 distinct message numbers, each sent twice, all at once: whatever
+        // the batching, exactly one request is written (the rest find it
+        // pending or are duplicates), and nothing fails.
         let mut tasks = tokio::task::JoinSet::new();
         for n in 1..=100 {
             for _ in 0..2 {
@@ -320,14 +355,9 @@ test_on_both_backends!(
             }
         }
         let after = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(after.sync_request_count - before, recorded);
-        assert!((1..=100).contains(&recorded), "recorded {recorded}");
-        let record = store
-            .find_channel(&ChannelId::parse("chan-1").unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(record.last_message_number, Some(MessageNumber::new(100)));
+        assert_eq!(recorded, 1);
+        assert_eq!(after.sync_request_count - before, 1);
+        assert!(after.sync_requested_at.is_some());
     }
 );
 
@@ -365,5 +395,107 @@ test_on_both_backends!(
         // And once this instance stops a channel itself, it forgets it at once.
         store.mark_channel_stopped(&channel).await.unwrap();
         assert_eq!(store.find_channel(&channel).await.unwrap(), None);
+    }
+);
+
+/// PostgreSQL: a sync's page transaction locks the calendar's state row for as
+/// long as it upserts; the webhook writes only `sync_requests`, so it answers
+/// meanwhile. (SQLite has one writer connection: there the webhook's batch
+/// simply follows the page's short transaction.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_write_does_not_wait_for_an_open_page_transaction() {
+    use diesel_async::{AsyncConnection as _, RunQueryDsl as _, SimpleAsyncConnection as _};
+    let Some(db) = sync_store::test_support::TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+    consume_pending_request(&store, calendar.id).await; // a sync claimed it
+    let sync_store::DatabaseUrl::Postgres(raw) = store.url() else {
+        panic!("a PostgreSQL test database");
+    };
+    let mut page = diesel_async::AsyncPgConnection::establish(raw)
+        .await
+        .unwrap();
+    page.batch_execute("BEGIN").await.unwrap();
+    diesel::sql_query("UPDATE calendar_sync_state SET updated_at = updated_at WHERE id = $1")
+        .bind::<diesel::sql_types::Text, _>(calendar.id.to_string())
+        .execute(&mut page)
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.record_sync_request(&request(calendar.id, "chan-1", Some(1))),
+    )
+    .await
+    .expect("the webhook write did not wait for the page transaction")
+    .unwrap();
+    assert_eq!(outcome, RecordOutcome::Recorded);
+    page.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// SQLite: another process holding the write lock stands for a database that
+/// stops answering; the write is refused as unavailable (503 upstream)
+/// within the group commit's bound instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_database_does_not_take_is_unavailable_within_the_bound() {
+    let db = sync_store::test_support::TestDb::sqlite();
+    let store = db.store().await;
+    let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+    consume_pending_request(&store, calendar.id).await;
+    let sync_store::DatabaseUrl::Sqlite(path) = store.url() else {
+        panic!("a SQLite test database");
+    };
+    let blocker = rusqlite_free_lock(path);
+    let started = std::time::Instant::now();
+    let outcome = store
+        .record_sync_request(&request(calendar.id, "chan-1", Some(1)))
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(outcome, Err(sync_domain::ports::StoreError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    assert!(waited < Duration::from_secs(7), "waited {waited:?}");
+    drop(blocker);
+}
+
+/// Holds SQLite's write lock from another connection until dropped.
+fn rusqlite_free_lock(path: &std::path::Path) -> diesel::SqliteConnection {
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+    let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+    conn.batch_execute("PRAGMA busy_timeout = 1000; BEGIN IMMEDIATE;")
+        .unwrap();
+    conn
+}
+
+test_on_both_backends!(
+    the_database_refuses_an_unknown_sync_state,
+    async |store: Store| {
+        use diesel_async::RunQueryDsl as _;
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+        let sql = format!(
+            "UPDATE calendar_sync_state SET sync_state = 'resting' WHERE id = '{}'",
+            calendar.id
+        );
+        let refused = match store.url() {
+            sync_store::DatabaseUrl::Postgres(raw) => {
+                use diesel_async::AsyncConnection as _;
+                let mut conn = diesel_async::AsyncPgConnection::establish(raw)
+                    .await
+                    .unwrap();
+                diesel::sql_query(&sql).execute(&mut conn).await.is_err()
+            }
+            sync_store::DatabaseUrl::Sqlite(path) => {
+                use diesel::Connection as _;
+                let mut conn =
+                    diesel::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+                diesel::RunQueryDsl::execute(diesel::sql_query(&sql), &mut conn).is_err()
+            }
+        };
+        assert!(refused, "an unknown sync_state was stored");
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert!(sync_domain::SyncState::parse(&row.sync_state).is_some());
     }
 );

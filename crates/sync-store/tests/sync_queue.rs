@@ -69,10 +69,7 @@ fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
 }
 
 fn me(claim: &Claim, owner: &'static str) -> ClaimRef<'static> {
-    ClaimRef {
-        calendar_id: claim.calendar_id,
-        owner,
-    }
+    claim.by(owner)
 }
 
 async fn complete(
@@ -514,5 +511,176 @@ test_on_both_backends!(
         let taken = claim_at(&store, "new-process", later(6_000), 0).await;
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].calendar_id, calendar.id);
+    }
+);
+
+test_on_both_backends!(
+    a_stale_claim_of_the_same_instance_writes_nothing,
+    async |store: Store| {
+        connected(&store, "u1", "primary").await;
+        // One task of instance "a" claims, stalls past its lease...
+        let stale = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        // ...and another task of the same instance claims the calendar again.
+        let fresh = claim_at(
+            &store,
+            "a",
+            later(5_000) + LEASE + Duration::from_secs(1),
+            0,
+        )
+        .await
+        .remove(0);
+        assert!(
+            fresh.epoch > stale.epoch,
+            "each claim gets a new fencing epoch"
+        );
+        let ghost = [event("e1", "confirmed", "from the stalled task")];
+        assert!(
+            !complete(
+                &store,
+                &stale,
+                "a",
+                &ghost,
+                "stale",
+                stale.generation,
+                false
+            )
+            .await,
+            "the owner matches but the epoch does not: refused"
+        );
+        assert!(mirror(&store, &stale).await.is_empty());
+        assert!(
+            !store
+                .renew_lease(me(&stale, "a"), later(100_000), later(0))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .renew_lease(me(&fresh, "a"), later(100_000), later(0))
+                .await
+                .unwrap()
+        );
+    }
+);
+
+/// PostgreSQL only: the liveness lock is PostgreSQL's (SQLite has one process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_claim_is_taken_over_before_its_lease_ends() {
+    let Some(db) = sync_store::test_support::TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    connected(&store, "u1", "primary").await;
+    // The instance "dead" is alive while it holds its lock, and claims.
+    let lock = store.hold_instance_lock("dead").await.unwrap();
+    let claimed = claim_at(&store, "dead", later(0), 0).await;
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        claim_at(&store, "b", later(1_000), 0).await.is_empty(),
+        "a live owner's lease is respected"
+    );
+    // Its process dies: the server drops the session, and with it the lock.
+    drop(lock);
+    let mut taken = Vec::new();
+    for _ in 0..40 {
+        taken = claim_at(&store, "b", later(1_000), 0).await;
+        if !taken.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        taken.len(),
+        1,
+        "taken over within 2 s, long before the 60 s lease"
+    );
+    assert!(taken[0].epoch > claimed[0].epoch);
+}
+
+test_on_both_backends!(
+    coalescing_and_the_follow_up_hold_over_random_interleavings,
+    async |store: Store| {
+        use sync_domain::ports::{RecordOutcome, SyncRequest, WebhookStore as _};
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+        let channel = sync_domain::ChannelId::parse("chan-1").unwrap();
+        // A small xorshift: reproducible interleavings without a dependency.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut roll = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        // The model: is a request pending, is a sync running.
+        let (mut pending, mut running): (bool, Option<Claim>) = (true, None);
+        let mut writes = store
+            .calendar(calendar.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .sync_request_count;
+        let mut message = 0_i64;
+        for step in 0..120 {
+            match roll(3) {
+                0 => {
+                    // A burst of 1-4 concurrent notifications.
+                    let burst = 1 + roll(4);
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for _ in 0..burst {
+                        message += 1;
+                        let store = store.clone();
+                        let request = SyncRequest {
+                            calendar_id: calendar.id,
+                            channel_id: channel.clone(),
+                            message_number: Some(sync_domain::MessageNumber::new(message)),
+                            requested_at: OffsetDateTime::now_utc(),
+                        };
+                        tasks.spawn(
+                            async move { store.record_sync_request(&request).await.unwrap() },
+                        );
+                    }
+                    let mut recorded = 0;
+                    while let Some(outcome) = tasks.join_next().await {
+                        match outcome.unwrap() {
+                            RecordOutcome::Recorded => recorded += 1,
+                            RecordOutcome::AlreadyPending | RecordOutcome::Duplicate => {}
+                            RecordOutcome::CalendarGone => panic!("step {step}: calendar gone"),
+                        }
+                    }
+                    // Exactly one write if none was pending, none otherwise.
+                    assert_eq!(recorded, i32::from(!pending), "step {step}");
+                    writes += i64::from(recorded);
+                    pending = true;
+                }
+                1 => {
+                    let claims = claim_at(&store, "w", later(0), 0).await;
+                    let expect = pending && running.is_none();
+                    assert_eq!(claims.len(), usize::from(expect), "step {step}: claim");
+                    if let Some(claim) = claims.into_iter().next() {
+                        pending = false;
+                        running = Some(claim);
+                    }
+                }
+                _ => {
+                    if let Some(claim) = running.take() {
+                        assert!(
+                            complete(&store, &claim, "w", &[], "t", claim.generation, false).await
+                        );
+                    }
+                }
+            }
+            let row = store.calendar(calendar.id).await.unwrap().unwrap();
+            assert_eq!(
+                row.sync_requested_at.is_some(),
+                pending,
+                "step {step}: pending"
+            );
+            assert_eq!(row.sync_request_count, writes, "step {step}: writes");
+            assert_eq!(
+                row.sync_state == "syncing",
+                running.is_some(),
+                "step {step}: state"
+            );
+        }
     }
 );

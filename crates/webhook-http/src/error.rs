@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The body stream broke off or could not be decoded: 400.
     #[error("Invalid request body")]
     UnreadableBody(#[source] actix_web::Error),
+    /// The body did not arrive within the route's deadline: 408.
+    #[error("Request body timed out")]
+    BodyTimeout,
     /// No route at this path: 404.
     #[error("Not found")]
     NotFound,
@@ -75,6 +78,7 @@ impl ApiError {
             Self::InvalidToken => "Invalid token",
             Self::PayloadTooLarge => "Payload too large",
             Self::UnreadableBody(_) => "Invalid request body",
+            Self::BodyTimeout => "Request body timed out",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed { .. } => "Method not allowed",
             Self::StoreUnavailable { .. } => "Service unavailable",
@@ -104,6 +108,7 @@ impl ResponseError for ApiError {
             }
             Self::InvalidToken | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound | Self::CalendarNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,6 +1,7 @@
 //! The application state the handlers read, registered once by the binary.
 
 use std::sync::Arc;
+use std::time::Duration;
 use sync_domain::ports::{Clock, WebhookStore};
 
 /// The ports the webhook and health routes use, shared by every worker thread.
@@ -29,12 +30,33 @@ use sync_domain::ports::{Clock, WebhookStore};
 pub struct WebhookState {
     store: Arc<dyn WebhookStore>,
     clock: Arc<dyn Clock>,
+    store_deadline: Duration,
 }
+
+/// How long one notification may spend waiting for the store in all (lookup
+/// and write) before it is answered 503 with `Retry-After`: Google retries,
+/// and a database that stopped answering never holds a request for longer.
+pub const STORE_DEADLINE: Duration = Duration::from_secs(2);
 
 impl WebhookState {
     /// State over a store (real or fake) and a clock.
     pub fn new(store: Arc<dyn WebhookStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { store, clock }
+        Self {
+            store,
+            clock,
+            store_deadline: STORE_DEADLINE,
+        }
+    }
+
+    /// The same state with another store deadline (tests shorten it).
+    pub fn with_store_deadline(mut self, deadline: Duration) -> Self {
+        self.store_deadline = deadline;
+        self
+    }
+
+    /// How long a notification may wait for the store in all.
+    pub fn store_deadline(&self) -> Duration {
+        self.store_deadline
     }
 
     /// The webhook's view of the database.

@@ -10,7 +10,7 @@ use crate::state::WebhookState;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
 use sync_domain::notification::{ChannelRef, HeaderValue};
-use sync_domain::ports::{RecordOutcome, SyncRequest};
+use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::verification::needs_lookup;
 use sync_domain::{ChannelRecord, Notification, Verdict, verify};
 
@@ -19,6 +19,10 @@ pub const PATH: &str = "/calendar/webhook";
 
 /// Largest body accepted; Google sends none, so anything bigger is refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Longest a request body may take to arrive (Google sends none): a stranger
+/// trickling bytes holds a connection no longer than this, then gets 408.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Notifications received, by `outcome` (see [`outcome_of`]).
 pub const NOTIFICATIONS_METRIC: &str = "chronos_webhook_notifications_total";
@@ -44,24 +48,36 @@ pub async fn receive(
 }
 
 /// The `outcome` label of a refused notification: `missing_channel`,
-/// `invalid_token`, `store_unavailable`, or `bad_request` (body too large or unreadable).
+/// `invalid_token`, `store_unavailable`, `body_timeout`, or `bad_request` (body too large or unreadable).
 pub fn outcome_of(error: &ApiError) -> &'static str {
     match error {
         ApiError::MissingChannelId => "missing_channel",
         ApiError::InvalidToken => "invalid_token",
         ApiError::StoreUnavailable { .. } => "store_unavailable",
+        ApiError::BodyTimeout => "body_timeout",
         _ => "bad_request",
     }
 }
 
 /// The handler proper; `Ok` carries the outcome label of a 200
-/// (`accepted`, `duplicate`, `handshake`, `unknown_channel`, `orphaned`).
+/// (`accepted`, `coalesced`, `duplicate`, `handshake`, `unknown_channel`, `orphaned`).
 async fn handle(
     req: &HttpRequest,
     body: web::Payload,
     state: &WebhookState,
 ) -> Result<&'static str, ApiError> {
     discard_body(req, body).await?;
+    // Every store call below shares one deadline.
+    let deadline = std::time::Instant::now() + state.store_deadline();
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let bounded = |what: String| {
+        move |_elapsed| {
+            ApiError::store_unavailable(
+                what,
+                StoreError::Unavailable("the store did not answer within the deadline".into()),
+            )
+        }
+    };
 
     let notification = Notification::parse(header_lookup(req.headers())).inspect_err(|_| {
         tracing::debug!("webhook request without a channel id");
@@ -69,9 +85,12 @@ async fn handle(
 
     let record = match &notification.channel {
         ChannelRef::Id(channel_id) if needs_lookup(&notification) => {
-            state.store().find_channel(channel_id).await.map_err(|e| {
-                ApiError::store_unavailable(format!("finding channel {channel_id}"), e)
-            })?
+            actix_web::rt::time::timeout(left(), state.store().find_channel(channel_id))
+                .await
+                .map_err(bounded(format!("finding channel {channel_id}")))?
+                .map_err(|e| {
+                    ApiError::store_unavailable(format!("finding channel {channel_id}"), e)
+                })?
         }
         _ => None,
     };
@@ -81,13 +100,13 @@ async fn handle(
     if let (Verdict::InvalidToken, ChannelRef::Id(channel_id)) = (&verdict, &notification.channel) {
         // Refuse only on what the database says now (the lookup may be cached):
         // a channel stopped meanwhile is unknown, and reveals nothing.
-        record = state
-            .store()
-            .find_channel_uncached(channel_id)
-            .await
-            .map_err(|e| {
-                ApiError::store_unavailable(format!("re-reading channel {channel_id}"), e)
-            })?;
+        record =
+            actix_web::rt::time::timeout(left(), state.store().find_channel_uncached(channel_id))
+                .await
+                .map_err(bounded(format!("re-reading channel {channel_id}")))?
+                .map_err(|e| {
+                    ApiError::store_unavailable(format!("re-reading channel {channel_id}"), e)
+                })?;
         verdict = verify(&notification, record.as_ref());
     }
     let outcome = match &verdict {
@@ -112,18 +131,21 @@ async fn handle(
                 message_number: *message_number,
                 requested_at: state.clock().now(),
             };
-            let recorded = state
-                .store()
-                .record_sync_request(&request)
-                .await
-                .map_err(|e| {
-                    ApiError::store_unavailable(
-                        format!("recording a sync request for channel {channel_id}"),
-                        e,
-                    )
-                })?;
+            let recorded =
+                actix_web::rt::time::timeout(left(), state.store().record_sync_request(&request))
+                    .await
+                    .map_err(bounded(format!(
+                        "recording a sync request for channel {channel_id}"
+                    )))?
+                    .map_err(|e| {
+                        ApiError::store_unavailable(
+                            format!("recording a sync request for channel {channel_id}"),
+                            e,
+                        )
+                    })?;
             match recorded {
                 RecordOutcome::Recorded => verdict.label(),
+                RecordOutcome::AlreadyPending => "coalesced",
                 // A concurrent notification won the race, or the calendar left since the lookup.
                 RecordOutcome::Duplicate => Verdict::Duplicate.label(),
                 RecordOutcome::CalendarGone => Verdict::Orphaned.label(),
@@ -145,7 +167,12 @@ async fn discard_body(req: &HttpRequest, body: web::Payload) -> Result<(), ApiEr
     if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    match body.to_bytes_limited(MAX_BODY_BYTES).await {
+    let Ok(read) =
+        actix_web::rt::time::timeout(BODY_DEADLINE, body.to_bytes_limited(MAX_BODY_BYTES)).await
+    else {
+        return Err(ApiError::BodyTimeout);
+    };
+    match read {
         Ok(Ok(_ignored)) => Ok(()),
         Ok(Err(error)) => Err(match error.as_error::<actix_web::error::PayloadError>() {
             Some(actix_web::error::PayloadError::Overflow) => ApiError::PayloadTooLarge,

@@ -239,10 +239,7 @@ impl SyncWorker {
     }
 
     fn claim_ref<'a>(&'a self, claim: &Claim) -> ClaimRef<'a> {
-        ClaimRef {
-            calendar_id: claim.calendar_id,
-            owner: &self.owner,
-        }
+        claim.by(&self.owner)
     }
 
     /// One claimed calendar: waits for a per-user slot, syncs while renewing

@@ -42,9 +42,11 @@ macro_rules! release {
 }
 pub(crate) use release;
 
-/// Whether a calendar is due for channel work at `$now` and its lease is free.
+/// Whether a calendar is due for channel work at `$now` and its lease is free
+/// (never taken, expired, or held by an instance known dead: `$owner_gone`,
+/// from `Dialect::owner_gone`).
 macro_rules! due_and_free {
-    ($query:expr, $now:expr) => {
+    ($query:expr, $now:expr, $owner_gone:expr) => {
         $query
             .filter(cs::push_mode.eq(push_mode::PUSH))
             .filter(cs::sync_state.ne(crate::calendars::sync_state::GONE))
@@ -56,7 +58,8 @@ macro_rules! due_and_free {
             .filter(
                 cs::channel_lease_owner
                     .is_null()
-                    .or(cs::channel_lease_expires_at.le($now)),
+                    .or(cs::channel_lease_expires_at.le($now))
+                    .or(diesel::dsl::sql::<diesel::sql_types::Bool>($owner_gone)),
             )
     };
 }
@@ -65,29 +68,33 @@ macro_rules! due_and_free {
 /// checked again by the `UPDATE` itself, so two instances racing for the same
 /// calendar cannot both win.
 macro_rules! claim_update {
-    ($conn:expr, $ids:expr, $owner:expr, $now:expr, $until:expr) => {
-        diesel::update(due_and_free!(cs::table.filter(cs::id.eq_any($ids)), $now))
-            .set((
-                cs::channel_lease_owner.eq(Some($owner)),
-                cs::channel_lease_expires_at.eq(Some($until)),
-            ))
-            .returning((
-                cs::id,
-                cs::user_id,
-                cs::google_calendar_id,
-                cs::webhook_channel_id,
-                cs::webhook_expires_at,
-                cs::channel_failure_count,
-            ))
-            .get_results::<WorkRow>($conn)
-            .await
+    ($conn:expr, $ids:expr, $owner:expr, $now:expr, $until:expr, $owner_gone:expr) => {
+        diesel::update(due_and_free!(
+            cs::table.filter(cs::id.eq_any($ids)),
+            $now,
+            $owner_gone
+        ))
+        .set((
+            cs::channel_lease_owner.eq(Some($owner)),
+            cs::channel_lease_expires_at.eq(Some($until)),
+        ))
+        .returning((
+            cs::id,
+            cs::user_id,
+            cs::google_calendar_id,
+            cs::webhook_channel_id,
+            cs::webhook_expires_at,
+            cs::channel_failure_count,
+        ))
+        .get_results::<WorkRow>($conn)
+        .await
     };
 }
 
 /// Up to `$limit` candidate calendars, most overdue first.
 macro_rules! candidates {
-    ($now:expr, $limit:expr) => {
-        due_and_free!(cs::table, $now)
+    ($now:expr, $limit:expr, $owner_gone:expr) => {
+        due_and_free!(cs::table, $now, $owner_gone)
             .order(cs::channel_next_attempt_at.asc())
             .limit($limit)
             .select(cs::id)
@@ -107,6 +114,10 @@ impl Store {
     ) -> Result<Vec<ChannelWork>, StoreError> {
         let now = self.clock.now();
         let (now_db, until) = (to_db(now), to_db(now + lease));
+        let gone = self
+            .dialect()
+            .owner_gone("calendar_sync_state.channel_lease_owner");
+        let gone = gone.as_str();
         let rows: Vec<WorkRow> = match &self.pool {
             // The one backend difference: PostgreSQL skips calendars another
             // instance is claiming right now instead of queueing behind its lock.
@@ -114,23 +125,23 @@ impl Store {
                 use diesel_async::AsyncConnection as _;
                 let mut conn = checkout(pool).await?;
                 conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                    let ids: Vec<String> = candidates!(now_db, limit)
+                    let ids: Vec<String> = candidates!(now_db, limit, gone)
                         .for_update()
                         .skip_locked()
                         .load(conn)
                         .await?;
-                    claim_update!(conn, ids, owner, now_db, until)
+                    claim_update!(conn, ids, owner, now_db, until, gone)
                 })
                 .await
                 .map_err(query_error)?
             }
             DbPool::Sqlite(pool) => {
                 let mut conn = checkout(pool).await?;
-                let ids: Vec<String> = candidates!(now_db, limit)
+                let ids: Vec<String> = candidates!(now_db, limit, gone)
                     .load(&mut *conn)
                     .await
                     .map_err(query_error)?;
-                claim_update!(&mut *conn, ids, owner, now_db, until).map_err(query_error)?
+                claim_update!(&mut *conn, ids, owner, now_db, until, gone).map_err(query_error)?
             }
         };
         rows.into_iter()

@@ -87,7 +87,6 @@ macro_rules! make_current {
                 cs::webhook_resource_id.eq(Some($resource)),
                 cs::webhook_expires_at.eq($expires),
                 cs::webhook_channel_token.eq(Some(token)),
-                cs::webhook_last_message_number.eq(None::<i64>),
                 cs::push_mode.eq(super::push_mode::PUSH),
                 cs::updated_at.eq($now),
             ))
@@ -117,6 +116,8 @@ impl Store {
             )
             .map_err(query_error)?;
         });
+        // Known from now on, even if someone probed the id before.
+        self.channel_cache.forget(&channel.channel_id);
         Ok(())
     }
 
@@ -152,6 +153,7 @@ impl Store {
             .await
             .map_err(query_error)?
         });
+        self.channel_cache.forget(&channel.channel_id);
         Ok(inserted)
     }
 

@@ -416,3 +416,60 @@ proptest! {
         prop_assert_eq!(reply.content_type(), "application/json");
     }
 }
+
+// Issue 14 item 6 and issue 10 item 1: strangers and a silent database.
+
+#[actix_web::test]
+async fn a_channel_id_that_is_not_a_uuid_is_unknown_without_asking_the_store() {
+    let f = Fixture::new();
+    // A down store would answer 503 if it were asked.
+    f.store.set_down(true);
+    let reply = f
+        .send(notification(&[
+            ("X-Goog-Channel-ID", "chan-not-a-uuid"),
+            ("X-Goog-Channel-Token", TOKEN),
+            ("X-Goog-Resource-State", "exists"),
+        ]))
+        .await;
+    reply.assert(200, &json!({}));
+}
+
+/// A store that never answers, like a database that stopped responding.
+#[derive(Debug, Default)]
+struct SilentStore;
+
+#[async_trait::async_trait]
+impl sync_domain::ports::WebhookStore for SilentStore {
+    async fn find_channel(
+        &self,
+        _: &sync_domain::ChannelId,
+    ) -> Result<Option<sync_domain::ChannelRecord>, sync_domain::ports::StoreError> {
+        std::future::pending().await
+    }
+
+    async fn record_sync_request(
+        &self,
+        _: &SyncRequest,
+    ) -> Result<sync_domain::ports::RecordOutcome, sync_domain::ports::StoreError> {
+        std::future::pending().await
+    }
+
+    async fn ping(&self) -> Result<(), sync_domain::ports::StoreError> {
+        std::future::pending().await
+    }
+}
+
+#[actix_web::test]
+async fn a_store_that_stops_answering_gets_503_within_the_deadline() {
+    let state = WebhookState::new(Arc::new(SilentStore), Arc::new(FakeClock::default()))
+        .with_store_deadline(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let reply = send_to(state, change("exists", 2), |_| {}).await;
+    reply.assert(503, &json!({"detail": "Service unavailable"}));
+    assert_eq!(reply.headers.get(header::RETRY_AFTER).unwrap(), "5");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
