@@ -53,6 +53,7 @@ pub fn google_client(
     config: &Config,
     store: &Store,
     clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
 ) -> anyhow::Result<Arc<dyn CalendarApi>> {
     if config.google_client_id.is_none() || config.google_client_secret.is_none() {
         tracing::warn!(
@@ -73,7 +74,7 @@ pub fn google_client(
     google.token_url = config.google_token_url.clone();
     google.retry = RetryPolicy::default();
     let credentials: Arc<dyn CredentialStore> = Arc::new(store.clone());
-    let client = GoogleCalendarClient::new(google, credentials, clock)
+    let client = GoogleCalendarClient::new(google, credentials, clock, entropy)
         .context("building the Google client")?;
     Ok(Arc::new(client))
 }
@@ -110,9 +111,10 @@ impl Application {
                 tracing::info!(expired, "took over the leases of a previous run");
             }
         }
+        let entropy = overrides.entropy.unwrap_or_else(|| Arc::new(OsEntropy));
         let calendar = match overrides.calendar {
             Some(calendar) => calendar,
-            None => google_client(&config, &store, Arc::clone(&clock))?,
+            None => google_client(&config, &store, Arc::clone(&clock), Arc::clone(&entropy))?,
         };
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("binding `bind` = {}", config.bind))?;
@@ -158,7 +160,7 @@ impl Application {
             store,
             calendar,
             clock,
-            entropy: overrides.entropy.unwrap_or_else(|| Arc::new(OsEntropy)),
+            entropy,
             config: Arc::new(config),
             instance_id: instance_id(),
         };

@@ -242,8 +242,12 @@ pub async fn run(config: &Config, command: CalendarsCommand) -> anyhow::Result<S
                 .await?
                 .with_context(|| format!("no calendar {id}"))?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let google: Arc<dyn CalendarApi> =
-                crate::app::google_client(config, &store, Arc::clone(&clock))?;
+            let google: Arc<dyn CalendarApi> = crate::app::google_client(
+                config,
+                &store,
+                Arc::clone(&clock),
+                Arc::new(crate::entropy::OsEntropy),
+            )?;
             let mut lines = vec![format!("disconnected {id}")];
             for channel in &channels {
                 let outcome =

@@ -9,14 +9,18 @@
 //! - [`renewal`]: when channels are renewed, retried and given up on (SPEC section 7);
 //! - [`admin`]: the internal API's port and views (SPEC section 5);
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
+//! - [`retry`]: the one retry policy (backoff, jitter, caps, checked time arithmetic);
+//! - [`page`]: an `events.list` answer decoded, skipping items that are not events;
 //! - [`ports`]: the traits the other crates implement or consume.
 
 pub mod admin;
 pub mod calendar;
 pub mod ids;
 pub mod notification;
+pub mod page;
 pub mod ports;
 pub mod renewal;
+pub mod retry;
 pub mod schedule;
 pub mod secret;
 pub mod sync;

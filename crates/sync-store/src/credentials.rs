@@ -8,7 +8,9 @@ use crate::timestamps::{from_db, to_db};
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
-use sync_domain::ports::{CachedAccessToken, CredentialStore, StoreError, StoredCredentials};
+use sync_domain::ports::{
+    CachedAccessToken, CredentialStore, CredentialsVersion, StoreError, StoredCredentials,
+};
 use sync_domain::{AccessToken, RefreshToken, UserId};
 use time::PrimitiveDateTime;
 
@@ -60,6 +62,8 @@ impl CredentialStore for Store {
             refresh_token: RefreshToken::new(refresh_token),
             access_token,
             needs_reauth,
+            // A fresh nonce per write: the sealed token changes with every replacement.
+            version: CredentialsVersion::new(refresh),
         }))
     }
 
@@ -141,20 +145,33 @@ impl CredentialStore for Store {
         Ok(())
     }
 
-    async fn mark_needs_reauth(&self, user_id: &UserId) -> Result<(), StoreError> {
+    async fn mark_needs_reauth(
+        &self,
+        user_id: &UserId,
+        refused: &CredentialsVersion,
+    ) -> Result<bool, StoreError> {
         let now = to_db(self.clock.now());
         let user = user_id.as_str();
-        with_conn!(&self.pool, |conn| {
+        let refused = refused.as_bytes();
+        let marked = with_conn!(&self.pool, |conn| {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                diesel::update(gc::table.find(user))
-                    .set((
-                        gc::needs_reauth.eq(true),
-                        gc::access_token_ciphertext.eq(None::<Vec<u8>>),
-                        gc::access_token_expires_at.eq(None::<PrimitiveDateTime>),
-                        gc::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
+                let marked = diesel::update(
+                    gc::table
+                        .find(user)
+                        .filter(gc::refresh_token_ciphertext.eq(refused)),
+                )
+                .set((
+                    gc::needs_reauth.eq(true),
+                    gc::access_token_ciphertext.eq(None::<Vec<u8>>),
+                    gc::access_token_expires_at.eq(None::<PrimitiveDateTime>),
+                    gc::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+                if marked == 0 {
+                    // Replaced since the refused read: the new credentials are untried.
+                    return Ok(false);
+                }
                 diesel::update(
                     cs::table
                         .filter(cs::user_id.eq(user))
@@ -163,11 +180,11 @@ impl CredentialStore for Store {
                 .set((cs::sync_state.eq(NEEDS_REAUTH), cs::updated_at.eq(now)))
                 .execute(conn)
                 .await?;
-                Ok(())
+                Ok(true)
             })
             .await
-            .map_err(query_error)?;
+            .map_err(query_error)?
         });
-        Ok(())
+        Ok(marked)
     }
 }

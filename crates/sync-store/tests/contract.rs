@@ -223,6 +223,40 @@ test_on_both_backends!(
     }
 );
 
+test_on_both_backends!(
+    a_stale_invalid_grant_does_not_mark_newer_credentials,
+    async |store: Store| {
+        let owner = user("u1");
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//old"))
+            .await
+            .unwrap();
+        let (calendar, _) = store
+            .connect_calendar(&owner, &GoogleCalendarId::parse("primary").unwrap())
+            .await
+            .unwrap();
+        // A refresh reads the old credentials...
+        let read = store.credentials(&owner).await.unwrap().unwrap();
+        // ...new ones are stored while Google answers it invalid_grant...
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//new"))
+            .await
+            .unwrap();
+        // ...and its mark must not touch the new ones.
+        assert!(
+            !store
+                .mark_needs_reauth(&owner, &read.version)
+                .await
+                .unwrap()
+        );
+        let creds = store.credentials(&owner).await.unwrap().unwrap();
+        assert_eq!(creds.refresh_token.expose(), "1//new");
+        assert!(!creds.needs_reauth);
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_ne!(row.sync_state, "needs_reauth");
+    }
+);
+
 test_on_both_backends!(credentials_round_trip_and_reauth, async |store: Store| {
     let clock = Arc::new(FakeClock::default());
     let store = store.with_clock(clock.clone());
@@ -246,7 +280,12 @@ test_on_both_backends!(credentials_round_trip_and_reauth, async |store: Store| {
     assert_eq!(creds.access_token, Some(cached));
     assert!(!creds.needs_reauth);
 
-    store.mark_needs_reauth(&owner).await.unwrap();
+    assert!(
+        store
+            .mark_needs_reauth(&owner, &creds.version)
+            .await
+            .unwrap()
+    );
     let creds = store.credentials(&owner).await.unwrap().unwrap();
     assert!(creds.needs_reauth);
     assert_eq!(creds.access_token, None);
