@@ -40,12 +40,16 @@ impl std::fmt::Debug for Application {
     }
 }
 
-/// Opens the store named by the configuration, running pending migrations.
+/// Opens the store named by the configuration, running pending migrations,
+/// and refuses keys that cannot decrypt the stored credentials (issue 15).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let key = config.encryption_key.as_ref().map(|k| k.expose());
-    Store::open(config.database_url.clone(), key, PoolOptions::default())
+    let store = Store::open(config.database_url.clone(), key, PoolOptions::default())
         .await
-        .with_context(|| format!("opening the database {}", config.database_url.redacted()))
+        .with_context(|| format!("opening the database {}", config.database_url.redacted()))?
+        .with_retired_keys(&config.retired_encryption_keys);
+    store.check_keys().await?;
+    Ok(store)
 }
 
 /// The real Google client for the configuration.

@@ -27,6 +27,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::operator::CalendarsCommand,
     },
+    /// Credentials keys: `keys rotate` re-encrypts everything under `encryption_key`.
+    Keys {
+        #[command(subcommand)]
+        command: crate::keys::KeysCommand,
+    },
 }
 
 /// Runs a command; errors are printed as one line and give exit code 1.
@@ -75,6 +80,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Config => Ok(()),
             Command::Calendars { command } => {
                 println!("{}", crate::operator::run(&config, command).await?);
+                Ok(())
+            }
+            Command::Keys { command } => {
+                println!("{}", crate::keys::run(&config, command).await?);
                 Ok(())
             }
         }

@@ -34,6 +34,8 @@ pub struct RawConfig {
     pub channel_ttl_secs: u64,
     pub log_format: String,
     pub encryption_key: Option<String>,
+    /// Comma-separated base64 keys that still decrypt (SPEC section 4).
+    pub retired_encryption_keys: Option<String>,
 }
 
 impl Default for RawConfig {
@@ -53,6 +55,7 @@ impl Default for RawConfig {
             channel_ttl_secs: 604_800,
             log_format: "pretty".into(),
             encryption_key: None,
+            retired_encryption_keys: None,
         }
     }
 }
@@ -78,6 +81,10 @@ impl std::fmt::Debug for RawConfig {
             .field("channel_ttl_secs", &self.channel_ttl_secs)
             .field("log_format", &self.log_format)
             .field("encryption_key", &hidden(&self.encryption_key))
+            .field(
+                "retired_encryption_keys",
+                &hidden(&self.retired_encryption_keys),
+            )
             .finish()
     }
 }
@@ -123,6 +130,8 @@ pub struct Config {
     pub channel_ttl: Duration,
     pub log_format: LogFormat,
     pub encryption_key: Option<Secret>,
+    /// Keys that still decrypt credentials sealed under them (`Debug` prints `***`).
+    pub retired_encryption_keys: Vec<EncryptionKey>,
 }
 
 /// Why configuration was refused: one line naming the key, never its secret value.
@@ -220,6 +229,10 @@ impl RawConfig {
         if let Some(key) = &encryption_key {
             EncryptionKey::from_base64(key).map_err(|e| bad("encryption_key", e))?;
         }
+        let retired_encryption_keys = sync_store::crypto::parse_retired_keys(
+            self.retired_encryption_keys.as_deref().unwrap_or(""),
+        )
+        .map_err(|e| bad("retired_encryption_keys", e))?;
         let admin_token = non_empty(self.admin_token);
         if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(bad("admin_token", "must be at least 16 characters"));
@@ -241,6 +254,7 @@ impl RawConfig {
             channel_ttl: Duration::from_secs(self.channel_ttl_secs),
             log_format,
             encryption_key: encryption_key.map(Secret),
+            retired_encryption_keys,
         })
     }
 }
@@ -320,6 +334,10 @@ impl Config {
                 format!("{:?}", self.log_format).to_ascii_lowercase(),
             ),
             ("encryption_key".into(), secret(&self.encryption_key)),
+            (
+                "retired_encryption_keys".into(),
+                format!("({} key(s))", self.retired_encryption_keys.len()),
+            ),
         ]
     }
 }

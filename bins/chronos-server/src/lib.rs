@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod entropy;
+pub mod keys;
 pub mod metrics;
 pub mod operator;
 pub mod telemetry;

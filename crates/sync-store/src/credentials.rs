@@ -1,6 +1,7 @@
 //! Google credentials, encrypted at rest ([`crate::crypto`]).
 
 use crate::calendars::sync_state::{GONE, NEEDS_REAUTH, PENDING};
+use crate::crypto::Field;
 use crate::pool::{query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, google_credentials as gc};
 use crate::store::Store;
@@ -43,19 +44,18 @@ impl CredentialStore for Store {
         let context = user_id.as_str();
         let refresh_token = self
             .cipher
-            .decrypt(&refresh, context)
+            .decrypt(&refresh, Field::RefreshToken, context)
             .map_err(|e| StoreError::Query(Box::new(e)))?;
         // A cached access token that cannot be read is simply not cached.
         let access_token = match (access, expires) {
-            (Some(sealed), Some(expires_at)) => {
-                self.cipher
-                    .decrypt(&sealed, context)
-                    .ok()
-                    .map(|token| CachedAccessToken {
-                        token: AccessToken::new(token),
-                        expires_at: from_db(expires_at),
-                    })
-            }
+            (Some(sealed), Some(expires_at)) => self
+                .cipher
+                .decrypt(&sealed, Field::AccessToken, context)
+                .ok()
+                .map(|token| CachedAccessToken {
+                    token: AccessToken::new(token),
+                    expires_at: from_db(expires_at),
+                }),
             _ => None,
         };
         Ok(Some(StoredCredentials {
@@ -74,8 +74,9 @@ impl CredentialStore for Store {
     ) -> Result<(), StoreError> {
         let sealed = self
             .cipher
-            .encrypt(token.expose(), user_id.as_str())
+            .seal(token.expose(), Field::RefreshToken, user_id.as_str())
             .map_err(seal_error)?;
+        let key_id = self.cipher.current_key_id().to_string();
         let now = to_db(self.clock.now());
         let user = user_id.as_str();
         with_conn!(&self.pool, |conn| {
@@ -87,6 +88,7 @@ impl CredentialStore for Store {
                         gc::needs_reauth.eq(false),
                         gc::created_at.eq(now),
                         gc::updated_at.eq(now),
+                        gc::key_id.eq(Some(&key_id)),
                     ))
                     .on_conflict(gc::user_id)
                     .do_update()
@@ -96,6 +98,7 @@ impl CredentialStore for Store {
                         gc::access_token_expires_at.eq(None::<PrimitiveDateTime>),
                         gc::needs_reauth.eq(false),
                         gc::updated_at.eq(now),
+                        gc::key_id.eq(Some(&key_id)),
                     ))
                     .execute(conn)
                     .await?;
@@ -129,7 +132,7 @@ impl CredentialStore for Store {
     ) -> Result<(), StoreError> {
         let sealed = self
             .cipher
-            .encrypt(token.token.expose(), user_id.as_str())
+            .seal(token.token.expose(), Field::AccessToken, user_id.as_str())
             .map_err(seal_error)?;
         let expires = to_db(token.expires_at);
         with_conn!(&self.pool, |conn| {

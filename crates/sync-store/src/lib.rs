@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod events;
 mod group_commit;
 pub mod health;
+pub mod keys;
 pub mod migrations;
 pub mod pool;
 mod schema;

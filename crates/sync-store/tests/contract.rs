@@ -406,3 +406,69 @@ test_on_both_backends!(
         assert_eq!(store.find_channel(&channel).await.unwrap(), None);
     }
 );
+
+const NEW_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+async fn reopen(store: &Store, key: &str, retired: &[&str]) -> Store {
+    let retired: Vec<_> = retired
+        .iter()
+        .map(|k| sync_store::crypto::EncryptionKey::from_base64(k).unwrap())
+        .collect();
+    Store::open(store.url().clone(), Some(key), Default::default())
+        .await
+        .unwrap()
+        .with_retired_keys(&retired)
+}
+
+test_on_both_backends!(
+    a_key_that_cannot_decrypt_the_stored_credentials_fails_the_key_check,
+    async |store: Store| {
+        let owner = user("u1");
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//r"))
+            .await
+            .unwrap();
+        store.check_keys().await.unwrap();
+        let stranger = reopen(&store, NEW_KEY, &[]).await;
+        let err = stranger.check_keys().await.unwrap_err().to_string();
+        assert!(err.contains("encryption_key"), "{err}");
+        assert!(err.contains("retired_encryption_keys"), "{err}");
+    }
+);
+
+test_on_both_backends!(
+    retired_keys_still_decrypt_and_rotation_reseals_under_encryption_key,
+    async |store: Store| {
+        let owner = user("u1");
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//r"))
+            .await
+            .unwrap();
+        let cached = CachedAccessToken {
+            token: AccessToken::new("ya29.a"),
+            expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        store.cache_access_token(&owner, &cached).await.unwrap();
+
+        let rotating = reopen(
+            &store,
+            NEW_KEY,
+            &[sync_store::test_support::TEST_ENCRYPTION_KEY],
+        )
+        .await;
+        rotating.check_keys().await.unwrap();
+        let creds = rotating.credentials(&owner).await.unwrap().unwrap();
+        assert_eq!(creds.refresh_token.expose(), "1//r");
+
+        let report = rotating.rotate_keys().await.unwrap();
+        assert_eq!((report.rotated, report.current), (1, 0));
+        assert_eq!(rotating.rotate_keys().await.unwrap().rotated, 0);
+
+        // The old key can now be dropped.
+        let rotated = reopen(&store, NEW_KEY, &[]).await;
+        rotated.check_keys().await.unwrap();
+        let creds = rotated.credentials(&owner).await.unwrap().unwrap();
+        assert_eq!(creds.refresh_token.expose(), "1//r");
+        assert_eq!(creds.access_token.unwrap().token, cached.token);
+    }
+);
