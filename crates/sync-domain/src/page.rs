@@ -82,6 +82,7 @@ pub fn without_nul(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn page(items: &Value) -> EventsPage {
@@ -133,5 +134,42 @@ mod tests {
             decode_events_page(br#"{"items": null}"#).unwrap(),
             EventsPage::default()
         );
+    }
+
+    fn check(page: &EventsPage) {
+        let total = page.items.len() + page.skipped.len();
+        for event in &page.items {
+            assert!(!event.id.is_empty());
+            assert!(!event.id.contains('\0') && !event.status.contains('\0'));
+            assert!(!event.summary.as_deref().unwrap_or("").contains('\0'));
+        }
+        assert!(page.skipped.iter().all(|s| s.position < total));
+    }
+
+    proptest! {
+        // The fuzz target's property (fuzz/fuzz_targets/events_page.rs), on every test run.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(page) = decode_events_page(&bytes) { check(&page); }
+        }
+
+        #[test]
+        fn decoding_arbitrary_items_keeps_every_event_with_an_id(
+            items in proptest::collection::vec(
+                (proptest::option::of("[a-z\\x00]{0,4}"), proptest::option::of("\\PC{0,8}"), any::<bool>()),
+                0..20,
+            ),
+        ) {
+            let items: Vec<Value> = items
+                .into_iter()
+                .map(|(id, summary, object)| {
+                    if object { json!({"id": id, "summary": summary}) } else { json!(id) }
+                })
+                .collect();
+            let body = json!({"items": items, "nextSyncToken": "t"}).to_string();
+            let page = decode_events_page(body.as_bytes()).unwrap();
+            check(&page);
+            prop_assert_eq!(page.items.len() + page.skipped.len(), items.len());
+        }
     }
 }
