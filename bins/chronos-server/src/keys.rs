@@ -16,8 +16,9 @@ pub enum KeysCommand {
 pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<String> {
     match command {
         KeysCommand::Rotate => {
-            // Opening checks that every stored credential decrypts with the configured keys.
-            let store = crate::app::open_store(config).await?;
+            // Opening checks that every stored credential decrypts with the
+            // configured keys; like every CLI command, it creates no database.
+            let store = crate::preflight::open_existing_store(config).await?;
             let report = store.rotate_keys().await?;
             Ok(format!(
                 "re-encrypted {} credential(s) under encryption_key; {} already under it",
