@@ -474,10 +474,6 @@ impl Config {
                 quoted(&format!("{:?}", self.log_format).to_ascii_lowercase()),
             ),
             ("encryption_key".into(), secret(&self.encryption_key)),
-            (
-                "retired_encryption_keys".into(),
-                format!("({} key(s))", self.retired_encryption_keys.len()),
-            ),
         ]
     }
 
