@@ -72,15 +72,19 @@ fn metrics_server(
     Ok((port, server))
 }
 
-/// Opens the store named by the configuration, running pending migrations.
+/// Opens the store named by the configuration, running pending migrations,
+/// and refuses keys that cannot decrypt the stored credentials (issue 15).
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let key = config.encryption_key.as_ref().map(|k| k.expose());
     if let Some(notice) = config.database_url.tls_notice() {
         tracing::warn!("{notice}");
     }
-    Store::open(config.database_url.clone(), key, PoolOptions::default())
+    let store = Store::open(config.database_url.clone(), key, PoolOptions::default())
         .await
-        .with_context(|| format!("opening the database {}", config.database_url.redacted()))
+        .with_context(|| format!("opening the database {}", config.database_url.redacted()))?
+        .with_retired_keys(&config.retired_encryption_keys);
+    store.check_keys().await?;
+    Ok(store)
 }
 
 /// The real Google client for the configuration.
@@ -88,6 +92,7 @@ pub fn google_client(
     config: &Config,
     store: &Store,
     clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
 ) -> anyhow::Result<Arc<dyn CalendarApi>> {
     let mut google = GoogleConfig::new(
         config.google_client_id.clone().unwrap_or_default(),
@@ -103,7 +108,7 @@ pub fn google_client(
     google.token_url = config.google_token_url.clone();
     google.retry = RetryPolicy::default();
     let credentials: Arc<dyn CredentialStore> = Arc::new(store.clone());
-    let client = GoogleCalendarClient::new(google, credentials, clock)
+    let client = GoogleCalendarClient::new(google, credentials, clock, entropy)
         .context("building the Google client")?;
     Ok(Arc::new(client))
 }
@@ -141,9 +146,10 @@ impl Application {
         let store = open_store(&config).await?;
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = store.with_clock(Arc::clone(&clock));
+        let entropy = overrides.entropy.unwrap_or_else(|| Arc::new(OsEntropy));
         let calendar = match overrides.calendar {
             Some(calendar) => calendar,
-            None => google_client(&config, &store, Arc::clone(&clock))?,
+            None => google_client(&config, &store, Arc::clone(&clock), Arc::clone(&entropy))?,
         };
         let listener = TcpListener::bind(config.bind)
             .with_context(|| format!("binding `bind` = {}", config.bind))?;
@@ -219,7 +225,7 @@ impl Application {
             store,
             calendar,
             clock,
-            entropy: overrides.entropy.unwrap_or_else(|| Arc::new(OsEntropy)),
+            entropy,
             config: Arc::new(config),
             instance_id,
         };

@@ -40,6 +40,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::operator::CalendarsCommand,
     },
+    /// Credentials keys: `keys rotate` re-encrypts everything under `encryption_key`.
+    Keys {
+        #[command(subcommand)]
+        command: crate::keys::KeysCommand,
+    },
     /// Manage users' Google credentials.
     Users {
         #[command(subcommand)]
@@ -116,6 +121,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     "{}\n",
                     crate::operator::run(&config, command).await?
                 ));
+                Ok(())
+            }
+            Command::Keys { command } => {
+                println!("{}", crate::keys::run(&config, command).await?);
                 Ok(())
             }
             Command::Users { command } => {

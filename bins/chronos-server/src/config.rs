@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub log_format: String,
     pub encryption_key: Option<String>,
     pub metrics_bind: Option<String>,
+    /// Comma-separated base64 keys that still decrypt (SPEC section 4).
+    pub retired_encryption_keys: Option<String>,
 }
 
 impl Default for RawConfig {
@@ -62,6 +64,7 @@ impl Default for RawConfig {
             log_format: "pretty".into(),
             encryption_key: None,
             metrics_bind: None,
+            retired_encryption_keys: None,
         }
     }
 }
@@ -98,6 +101,10 @@ impl std::fmt::Debug for RawConfig {
             .field("log_format", &self.log_format)
             .field("encryption_key", &hidden(&self.encryption_key))
             .field("metrics_bind", &self.metrics_bind)
+            .field(
+                "retired_encryption_keys",
+                &hidden(&self.retired_encryption_keys),
+            )
             .finish()
     }
 }
@@ -173,6 +180,8 @@ impl std::fmt::Debug for Config {
         // Not derived: `Url`'s `Debug` would print passwords.
         f.debug_map().entries(self.redacted_lines()).finish()
     }
+    /// Keys that still decrypt credentials sealed under them (`Debug` prints `***`).
+    pub retired_encryption_keys: Vec<EncryptionKey>,
 }
 
 /// Why configuration was refused: one line naming the key, never its secret value.
@@ -302,6 +311,10 @@ impl RawConfig {
         if let Some(key) = &encryption_key {
             EncryptionKey::from_base64(key).map_err(|e| bad("encryption_key", e))?;
         }
+        let retired_encryption_keys = sync_store::crypto::parse_retired_keys(
+            self.retired_encryption_keys.as_deref().unwrap_or(""),
+        )
+        .map_err(|e| bad("retired_encryption_keys", e))?;
         let admin_token = non_empty(self.admin_token);
         if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(bad("admin_token", "must be at least 16 characters"));
@@ -327,6 +340,7 @@ impl RawConfig {
             log_format,
             encryption_key: encryption_key.map(Secret),
             metrics_bind,
+            retired_encryption_keys,
         })
     }
 }

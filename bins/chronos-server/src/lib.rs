@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod entropy;
 pub mod instance_lock;
+pub mod keys;
 pub mod metrics;
 pub mod operator;
 pub mod preflight;

@@ -22,6 +22,9 @@ pub const SYNCS: &str = "chronos_syncs_total";
 pub const SYNC_DURATION: &str = "chronos_sync_duration_seconds";
 /// Events (created, changed or cancelled) written to the mirror.
 pub const EVENTS_APPLIED: &str = "chronos_sync_events_applied_total";
+/// `events.list` items left out because they are not events (no `id`, not an
+/// object), by `reason` (`no_id`, `not_an_object`).
+pub const ITEMS_SKIPPED: &str = "chronos_sync_items_skipped_total";
 /// From the first unserved sync request (a notification, an API call or a
 /// safety-net poll) to the successful end of the sync that served it.
 pub const NOTIFICATION_TO_SYNC: &str = "chronos_notification_to_sync_seconds";

@@ -300,8 +300,12 @@ pub async fn run(config: &Config, command: CalendarsCommand) -> anyhow::Result<S
                 return Ok(lines.join("\n"));
             }
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-            let google: Arc<dyn CalendarApi> =
-                crate::app::google_client(config, &store, Arc::clone(&clock))?;
+            let google: Arc<dyn CalendarApi> = crate::app::google_client(
+                config,
+                &store,
+                Arc::clone(&clock),
+                Arc::new(crate::entropy::OsEntropy),
+            )?;
             for channel in &channels {
                 let outcome =
                     stop_channel(&store, google.as_ref(), channel, clock.now(), 0.5).await?;

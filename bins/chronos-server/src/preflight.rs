@@ -135,6 +135,19 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
             )),
         ));
     }
+    // Opening a store would create a missing key file: a check changes nothing.
+    let key_file_missing = sqlite_path
+        .as_ref()
+        .is_some_and(|path| key.is_none() && !sqlite_key_path(path).exists());
+    if exists
+        && !key_file_missing
+        && matches!(sync_store::migrations::pending(url).await, Ok(p) if p.is_empty())
+    {
+        checks.push(check(
+            "encryption_key (matches the stored credentials)",
+            key_matches_database(config).await,
+        ));
+    }
     if let Some(path) = sqlite_path.as_ref().filter(|_| exists) {
         checks.push(check(
             "database_url (one server per SQLite database)",
@@ -163,6 +176,19 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
             .map_err(|e| format!("cannot listen on {}: {e}", config.bind)),
     ));
     checks
+}
+
+/// Whether the configured keys open the stored credentials (without migrating).
+async fn key_matches_database(config: &Config) -> Result<String, String> {
+    let key = config.encryption_key.as_ref().map(|k| k.expose());
+    let store = Store::new(config.database_url.clone(), key, Default::default())
+        .map_err(|e| format!("{e:#}"))?
+        .with_retired_keys(&config.retired_encryption_keys);
+    store
+        .check_keys()
+        .await
+        .map(|()| "every stored credential decrypts".to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// The report of `config --check`: one line per check, then a summary.

@@ -584,3 +584,80 @@ async fn sigterm_drains_and_exits_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+const OTHER_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+/// A SQLite database in `dir` holding one user's credentials sealed under `TEST_ENCRYPTION_KEY`.
+async fn database_with_credentials(dir: &std::path::Path) -> String {
+    use sync_domain::ports::CredentialStore as _;
+    let url = format!("sqlite://{}", dir.join("chronos.db").display());
+    let store = sync_store::Store::open(
+        sync_store::DatabaseUrl::parse(&url).unwrap(),
+        Some(TEST_ENCRYPTION_KEY),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    store
+        .put_refresh_token(
+            &sync_domain::UserId::parse("u1").unwrap(),
+            &sync_domain::RefreshToken::new("1//r"),
+        )
+        .await
+        .unwrap();
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_cannot_decrypt_the_stored_credentials_stops_serve_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_with_credentials(dir.path()).await;
+    for args in [&["serve"][..], &["calendars", "list"][..]] {
+        let mut child = chronos(dir.path())
+            .env("CHRONOS_DATABASE_URL", &url)
+            .env("CHRONOS_ENCRYPTION_KEY", OTHER_KEY)
+            .env("CHRONOS_BIND", format!("127.0.0.1:{}", free_port()))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{args:?} kept running with a key that cannot decrypt the credentials");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let last = stderr.trim().lines().last().unwrap_or_default();
+        assert!(last.contains("encryption_key"), "{args:?}: {stderr}");
+        assert!(!stderr.contains(OTHER_KEY), "secret printed: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_reencrypts_under_the_new_key_so_the_old_one_can_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_with_credentials(dir.path()).await;
+    let output = chronos(dir.path())
+        .env("CHRONOS_DATABASE_URL", &url)
+        .env("CHRONOS_ENCRYPTION_KEY", OTHER_KEY)
+        .env("CHRONOS_RETIRED_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEY)
+        .args(["keys", "rotate"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("re-encrypted 1 credential(s)"), "{stdout}");
+    let output = chronos(dir.path())
+        .env("CHRONOS_DATABASE_URL", &url)
+        .env("CHRONOS_ENCRYPTION_KEY", OTHER_KEY)
+        .args(["calendars", "list"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use sync_domain::calendar::GoogleError;
 use sync_domain::ports::{CredentialStore, SystemClock};
+use sync_domain::retry::{Jitter, RetryPolicy};
 use sync_domain::schedule::CoalescingPolicy;
-use sync_domain::sync::{BackoffPolicy, LeasePolicy, PollPolicy};
+use sync_domain::sync::{LeasePolicy, PollPolicy};
 use sync_domain::{GoogleCalendarId, RefreshToken, UserId};
 use sync_store::test_support::TestDb;
 use tokio_util::sync::CancellationToken;
@@ -47,9 +48,10 @@ fn options() -> SyncOptions {
             max_delay: Duration::from_millis(50),
         },
         poll: PollPolicy::new(Duration::from_secs(3600), true),
-        backoff: BackoffPolicy {
+        backoff: RetryPolicy {
             base: Duration::from_millis(5),
             cap: Duration::from_millis(40),
+            jitter: Jitter::Full,
         },
         lease: LeasePolicy {
             duration: Duration::from_secs(30),

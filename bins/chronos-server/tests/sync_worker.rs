@@ -17,10 +17,9 @@ use sync_domain::calendar::{
     WatchedChannel,
 };
 use sync_domain::ports::{CredentialStore, SystemClock};
+use sync_domain::retry::{Jitter, RetryPolicy};
 use sync_domain::schedule::CoalescingPolicy;
-use sync_domain::sync::{
-    BackoffPolicy, ClaimRequest, LeasePolicy, PageWrite, PollPolicy, SyncQueue,
-};
+use sync_domain::sync::{ClaimRequest, LeasePolicy, PageWrite, PollPolicy, SyncQueue};
 use sync_domain::{ChannelId, GoogleCalendarId, RefreshToken, ResourceId, UserId};
 use sync_store::Store;
 use sync_store::calendars::Calendar;
@@ -36,9 +35,10 @@ fn options() -> SyncOptions {
             max_delay: Duration::from_millis(200),
         },
         poll: PollPolicy::new(Duration::from_secs(3600), true),
-        backoff: BackoffPolicy {
+        backoff: RetryPolicy {
             base: Duration::from_millis(10),
             cap: Duration::from_millis(100),
+            jitter: Jitter::Full,
         },
         lease: LeasePolicy {
             duration: Duration::from_secs(30),

@@ -47,7 +47,13 @@ async fn setup(retry: RetryPolicy, refresh_token: &str) -> Setup {
     config.token_url = Url::parse(&fake.token_url()).unwrap();
     config.retry = retry;
     config.request_timeout = Duration::from_secs(10);
-    let client = GoogleCalendarClient::new(config, store, Arc::new(SystemClock)).unwrap();
+    let client = GoogleCalendarClient::new(
+        config,
+        store,
+        Arc::new(SystemClock),
+        Arc::new(sync_domain::fakes::CountingEntropy::default()),
+    )
+    .unwrap();
     Setup { fake, client }
 }
 

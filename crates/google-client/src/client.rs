@@ -2,7 +2,7 @@
 
 use crate::config::{GoogleConfig, RetryPolicy};
 use crate::errors::{classify, transport};
-use crate::events::{MAX_EVENTS_PAGE, malformed, parse_event};
+use crate::events::{MAX_EVENTS_PAGE, malformed};
 use crate::retry::Backoff;
 use crate::token::{BuildError, TokenSource, http_client};
 use async_trait::async_trait;
@@ -15,7 +15,8 @@ use sync_domain::calendar::{
     WatchedChannel,
 };
 use sync_domain::ids::{ChannelId, GoogleCalendarId, ResourceId, UserId};
-use sync_domain::ports::{Clock, CredentialStore};
+use sync_domain::page::decode_events_page;
+use sync_domain::ports::{Clock, CredentialStore, Entropy};
 use sync_domain::secret::AccessToken;
 use time::OffsetDateTime;
 use url::Url;
@@ -35,6 +36,8 @@ struct Inner {
     api_base_url: Url,
     retry: RetryPolicy,
     clock: Arc<dyn Clock>,
+    /// Jitter between retries.
+    entropy: Arc<dyn Entropy>,
 }
 
 impl std::fmt::Debug for GoogleCalendarClient {
@@ -48,11 +51,13 @@ impl std::fmt::Debug for GoogleCalendarClient {
 }
 
 impl GoogleCalendarClient {
-    /// A client for `config`, reading and updating credentials in `credentials`.
+    /// A client for `config`, reading and updating credentials in `credentials`,
+    /// drawing the jitter of its retries from `entropy`.
     pub fn new(
         config: GoogleConfig,
         credentials: Arc<dyn CredentialStore>,
         clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
     ) -> Result<Self, BuildError> {
         if config.api_base_url.cannot_be_a_base() {
             return Err(BuildError::ApiBaseUrl(config.api_base_url.to_string()));
@@ -67,6 +72,7 @@ impl GoogleCalendarClient {
                 api_base_url: config.api_base_url,
                 retry: config.retry,
                 clock,
+                entropy,
             }),
         })
     }
@@ -96,7 +102,7 @@ impl GoogleCalendarClient {
         target: &str,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync,
     ) -> Result<Vec<u8>, GoogleError> {
-        let mut backoff = Backoff::start(self.inner.retry);
+        let mut backoff = Backoff::start(self.inner.retry, self.inner.entropy.as_ref());
         let mut rejected: Option<AccessToken> = None;
         let mut refreshed_once = false;
         loop {
@@ -198,15 +204,6 @@ struct ChannelBody {
     resource_id: Option<String>,
     /// int64 as a JSON string (unix milliseconds); tolerated as a number.
     expiration: Option<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EventsBody {
-    #[serde(default)]
-    items: Vec<Value>,
-    next_page_token: Option<String>,
-    next_sync_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -331,18 +328,9 @@ impl CalendarApi for GoogleCalendarClient {
                 http.get(url.clone())
             })
             .await?;
-        let body: EventsBody = decode(&answer, "events.list answer")?;
-        let items = body
-            .items
-            .into_iter()
-            .map(parse_event)
-            .collect::<Result<Vec<_>, _>>()?;
-        tracing::debug!(google_calendar_id = %calendar, items = items.len(), last_page = body.next_sync_token.is_some(), "events.list page");
-        Ok(EventsPage {
-            items,
-            next_page_token: body.next_page_token,
-            next_sync_token: body.next_sync_token,
-        })
+        let page = decode_events_page(&answer).map_err(|e| malformed(e.to_string()))?;
+        tracing::debug!(google_calendar_id = %calendar, items = page.items.len(), skipped = page.skipped.len(), last_page = page.next_sync_token.is_some(), "events.list page");
+        Ok(page)
     }
 
     async fn list_calendars(

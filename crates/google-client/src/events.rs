@@ -4,25 +4,14 @@ use futures::Stream;
 use serde_json::Value;
 use sync_domain::calendar::{CalendarApi, EventsPage, EventsQuery, GoogleError, GoogleEvent};
 use sync_domain::ids::{GoogleCalendarId, UserId};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// Google's largest `maxResults` for `events.list`.
 pub const MAX_EVENTS_PAGE: u32 = 2500;
 
-/// Reads the indexed fields of an event resource, keeping the whole JSON in `raw`.
+/// Reads the indexed fields of an event resource, keeping the whole JSON in
+/// `raw` ([`sync_domain::page::parse_event`], with its reason as a `GoogleError`).
 pub fn parse_event(raw: Value) -> Result<GoogleEvent, GoogleError> {
-    let text = |field: &str| raw.get(field).and_then(Value::as_str).map(str::to_owned);
-    let id = text("id").ok_or_else(|| malformed("an event has no id"))?;
-    Ok(GoogleEvent {
-        id,
-        // Google omits nothing here in practice; `confirmed` is the documented default.
-        status: text("status").unwrap_or_else(|| "confirmed".to_owned()),
-        updated: text("updated").and_then(|u| OffsetDateTime::parse(&u, &Rfc3339).ok()),
-        etag: text("etag"),
-        summary: text("summary"),
-        raw,
-    })
+    sync_domain::page::parse_event(raw).map_err(|reason| malformed(format!("an event: {reason}")))
 }
 
 /// A 2xx answer whose body is not what Google documents.
@@ -75,6 +64,8 @@ where
 mod tests {
     use super::*;
     use serde_json::json;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
 
     #[test]
     fn event_fields_are_read_and_raw_is_kept_whole() {

@@ -607,11 +607,13 @@ impl CalendarApi for FakeGoogleCalendar {
                 items,
                 next_page_token: Some(page_token(&cursor, last_id)),
                 next_sync_token: None,
+                skipped: Vec::new(),
             },
             _ => EventsPage {
                 items,
                 next_page_token: None,
                 next_sync_token: Some(FakeCalendar::token_at(cal.epoch, cursor.snapshot)),
+                skipped: Vec::new(),
             },
         })
     }

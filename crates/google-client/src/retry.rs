@@ -1,27 +1,26 @@
 //! When to retry a rate-limited or transient call, and how long to wait.
 
 use crate::config::RetryPolicy;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use sync_domain::calendar::GoogleError;
-use sync_domain::ports::is_retryable;
+use sync_domain::ports::{Entropy, is_retryable};
+use sync_domain::retry::{self, Jitter};
 use tokio::time::Instant;
 
 /// The retry state of one logical call.
-#[derive(Debug)]
-pub(crate) struct Backoff {
+pub(crate) struct Backoff<'a> {
     policy: RetryPolicy,
+    entropy: &'a dyn Entropy,
     started: Instant,
     attempts: u32,
 }
 
-impl Backoff {
-    /// Starts counting: the first attempt is about to be made.
-    pub(crate) fn start(policy: RetryPolicy) -> Self {
+impl<'a> Backoff<'a> {
+    /// Starts counting: the first attempt is about to be made; jitter is drawn from `entropy`.
+    pub(crate) fn start(policy: RetryPolicy, entropy: &'a dyn Entropy) -> Self {
         Self {
             policy,
+            entropy,
             started: Instant::now(),
             attempts: 1,
         }
@@ -32,7 +31,7 @@ impl Backoff {
         if !is_retryable(error) || self.attempts >= self.policy.max_attempts {
             return None;
         }
-        let jittered = full_jitter(self.policy, self.attempts - 1);
+        let jittered = full_jitter(self.policy, self.attempts, self.entropy.unit());
         let delay = match error {
             // Google's own hint wins over our guess, unless it exceeds our bound:
             // then the caller gets the error (with the hint) and schedules later.
@@ -59,32 +58,22 @@ impl Backoff {
     }
 }
 
-/// A delay drawn uniformly from `0..=min(max_delay, base_delay * 2^retry)`.
-fn full_jitter(policy: RetryPolicy, retry: u32) -> Duration {
-    let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
-    let cap = policy
-        .base_delay
-        .checked_mul(factor)
-        .unwrap_or(policy.max_delay)
-        .min(policy.max_delay);
-    let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-    if cap_nanos == 0 {
-        return Duration::ZERO;
+/// The wait after `failures` failed attempts, uniform in
+/// `0..=min(max_delay, base_delay * 2^(failures-1))` for a `unit` draw in `[0, 1]`:
+/// the domain's one retry policy with the client's bounds.
+fn full_jitter(policy: RetryPolicy, failures: u32, unit: f64) -> Duration {
+    retry::RetryPolicy {
+        base: policy.base_delay,
+        cap: policy.max_delay,
+        jitter: Jitter::Full,
     }
-    Duration::from_nanos(random_u64() % (cap_nanos + 1).max(1))
-}
-
-/// Jitter needs spread, not secrecy: a per-process random hash key over a counter.
-fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
+    .delay(failures, None, unit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sync_domain::fakes::CountingEntropy;
 
     fn policy(max_attempts: u32) -> RetryPolicy {
         RetryPolicy {
@@ -97,24 +86,28 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_the_exponential_cap() {
+        let entropy = CountingEntropy::default();
         for retry in 0..10 {
             let cap = Duration::from_millis(100 * 2u64.pow(retry)).min(Duration::from_millis(800));
             for _ in 0..200 {
-                assert!(full_jitter(policy(5), retry) <= cap);
+                assert!(full_jitter(policy(5), retry + 1, entropy.unit()) <= cap);
             }
         }
     }
 
     #[test]
     fn jitter_actually_varies() {
-        let draws: std::collections::HashSet<Duration> =
-            (0..50).map(|_| full_jitter(policy(5), 3)).collect();
+        let entropy = CountingEntropy::default();
+        let draws: std::collections::HashSet<Duration> = (0..50)
+            .map(|_| full_jitter(policy(5), 4, entropy.unit()))
+            .collect();
         assert!(draws.len() > 10);
     }
 
     #[test]
     fn gives_up_after_max_attempts() {
-        let mut backoff = Backoff::start(policy(3));
+        let entropy = CountingEntropy::default();
+        let mut backoff = Backoff::start(policy(3), &entropy);
         let e = GoogleError::Transient("503".into());
         assert!(backoff.next_delay(&e).is_some());
         assert!(backoff.next_delay(&e).is_some());
@@ -124,7 +117,8 @@ mod tests {
 
     #[test]
     fn never_retries_what_is_not_retryable() {
-        let mut backoff = Backoff::start(policy(5));
+        let entropy = CountingEntropy::default();
+        let mut backoff = Backoff::start(policy(5), &entropy);
         for e in [
             GoogleError::FullSyncRequired,
             GoogleError::NotFound,
@@ -138,7 +132,8 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_and_bounded() {
-        let mut backoff = Backoff::start(policy(5));
+        let entropy = CountingEntropy::default();
+        let mut backoff = Backoff::start(policy(5), &entropy);
         let hinted = GoogleError::RateLimited {
             retry_after: Some(Duration::from_millis(700)),
         };
@@ -152,10 +147,14 @@ mod tests {
 
     #[test]
     fn total_time_bounds_the_retries() {
-        let mut backoff = Backoff::start(RetryPolicy {
-            max_total: Duration::from_millis(50),
-            ..policy(10)
-        });
+        let entropy = CountingEntropy::default();
+        let mut backoff = Backoff::start(
+            RetryPolicy {
+                max_total: Duration::from_millis(50),
+                ..policy(10)
+            },
+            &entropy,
+        );
         let hinted = GoogleError::RateLimited {
             retry_after: Some(Duration::from_millis(60)),
         };

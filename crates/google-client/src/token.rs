@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use sync_domain::calendar::GoogleError;
 use sync_domain::ids::UserId;
-use sync_domain::ports::{CachedAccessToken, Clock, CredentialStore, StoreError};
+use sync_domain::ports::{
+    CachedAccessToken, Clock, CredentialStore, CredentialsVersion, StoreError,
+};
 use sync_domain::secret::{AccessToken, RefreshToken};
 
 /// A token is refreshed this long before Google says it expires, so a call
@@ -167,7 +169,8 @@ impl TokenSource {
             lock(&self.memory).insert(user_id.clone(), cached);
             return Ok(token);
         }
-        self.refresh(user_id, &credentials.refresh_token).await
+        self.refresh(user_id, &credentials.refresh_token, &credentials.version)
+            .await
     }
 
     fn usable_in_memory(
@@ -183,7 +186,7 @@ impl TokenSource {
     }
 
     fn usable(&self, cached: &CachedAccessToken, rejected: Option<&AccessToken>) -> bool {
-        cached.expires_at - REFRESH_MARGIN > self.clock.now()
+        cached.expires_at > sync_domain::retry::later(self.clock.now(), REFRESH_MARGIN)
             && rejected.is_none_or(|rejected| *rejected != cached.token)
     }
 
@@ -192,6 +195,7 @@ impl TokenSource {
         &self,
         user_id: &UserId,
         refresh_token: &RefreshToken,
+        version: &CredentialsVersion,
     ) -> Result<AccessToken, GoogleError> {
         lock(&self.memory).remove(user_id);
         let grant = oauth2::RefreshToken::new(refresh_token.expose().to_owned());
@@ -214,9 +218,19 @@ impl TokenSource {
                 };
                 crate::client::count_call(TOKEN_METHOD, status);
                 if error == GoogleError::InvalidGrant {
-                    tracing::warn!(user_id = %user_id, "Google refused the refresh token (invalid_grant); marking for re-authorisation");
-                    if let Err(store) = self.store.mark_needs_reauth(user_id).await {
-                        tracing::error!(user_id = %user_id, error = %store, "cannot mark credentials as needing re-authorisation");
+                    match self.store.mark_needs_reauth(user_id, version).await {
+                        Ok(true) => {
+                            tracing::warn!(user_id = %user_id, "Google refused the refresh token (invalid_grant); marked for re-authorisation")
+                        }
+                        Ok(false) => {
+                            tracing::info!(user_id = %user_id, "Google refused a refresh token that new credentials have replaced; the new ones are used next");
+                            return Err(GoogleError::Transient(
+                                "credentials were replaced during the refresh".to_owned(),
+                            ));
+                        }
+                        Err(store) => {
+                            tracing::error!(user_id = %user_id, error = %store, "cannot mark credentials as needing re-authorisation")
+                        }
                     }
                 } else {
                     tracing::warn!(user_id = %user_id, error = %error, "access token refresh failed");
@@ -229,7 +243,7 @@ impl TokenSource {
         let lifetime = response.expires_in().unwrap_or(FALLBACK_LIFETIME);
         let cached = CachedAccessToken {
             token: token.clone(),
-            expires_at: self.clock.now() + lifetime,
+            expires_at: sync_domain::retry::later(self.clock.now(), lifetime),
         };
         if let Some(rotated) = response
             .refresh_token()

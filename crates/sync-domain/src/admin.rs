@@ -180,7 +180,7 @@ pub async fn stop_channel<L: StopLedger + ?Sized>(
     let failures = u32::try_from(channel.stop_attempts.max(0))
         .unwrap_or(0)
         .saturating_add(1);
-    let retry_at = now + crate::renewal::retry_delay(failures, jitter);
+    let retry_at = crate::retry::RetryPolicy::CHANNEL.retry_at(now, failures, None, jitter);
     if channel.expires_at.is_some_and(|expires| expires <= now) {
         // Google already dropped it: a stop would only answer 404.
         admin.channel_stopped(&channel.channel_id).await?;

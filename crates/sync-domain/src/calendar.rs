@@ -92,6 +92,26 @@ pub struct EventsPage {
     pub next_page_token: Option<String>,
     /// Present on the last page only.
     pub next_sync_token: Option<String>,
+    /// Items left out because they are not events (see [`crate::page`]).
+    pub skipped: Vec<SkippedItem>,
+}
+
+/// An `events.list` item that was left out, by position on its page (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkippedItem {
+    pub position: usize,
+    pub reason: SkipReason,
+}
+
+/// Why an item was left out; names no content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SkipReason {
+    /// The item is not a JSON object.
+    #[error("not an object")]
+    NotAnObject,
+    /// The item has no non-empty string `id`.
+    #[error("no id")]
+    NoId,
 }
 
 /// An entry of `calendarList.list`.

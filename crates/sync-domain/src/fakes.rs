@@ -9,8 +9,8 @@ use crate::channel::{
 use crate::ids::{CalendarId, ChannelId, GoogleCalendarId, ResourceId, UserId};
 use crate::notification::MessageNumber;
 use crate::ports::{
-    CachedAccessToken, Clock, CredentialStore, Entropy, EntropyUnavailable, RecordOutcome,
-    StoreError, StoredCredentials, SyncRequest, WebhookStore,
+    CachedAccessToken, Clock, CredentialStore, CredentialsVersion, Entropy, EntropyUnavailable,
+    RecordOutcome, StoreError, StoredCredentials, SyncRequest, WebhookStore,
 };
 use crate::secret::RefreshToken;
 use crate::verification::ChannelRecord;
@@ -152,6 +152,7 @@ impl WebhookStore for InMemoryWebhookStore {
 #[derive(Debug, Default)]
 pub struct InMemoryCredentialStore {
     users: Mutex<HashMap<UserId, StoredCredentials>>,
+    writes: AtomicU64,
 }
 
 impl InMemoryCredentialStore {
@@ -178,6 +179,12 @@ impl CredentialStore for InMemoryCredentialStore {
                 refresh_token: token.clone(),
                 access_token: None,
                 needs_reauth: false,
+                version: CredentialsVersion::new(
+                    self.writes
+                        .fetch_add(1, Ordering::Relaxed)
+                        .to_be_bytes()
+                        .to_vec(),
+                ),
             },
         );
         Ok(())
@@ -194,12 +201,19 @@ impl CredentialStore for InMemoryCredentialStore {
         Ok(())
     }
 
-    async fn mark_needs_reauth(&self, user_id: &UserId) -> Result<(), StoreError> {
-        if let Some(creds) = lock(&self.users).get_mut(user_id) {
-            creds.needs_reauth = true;
-            creds.access_token = None;
+    async fn mark_needs_reauth(
+        &self,
+        user_id: &UserId,
+        refused: &CredentialsVersion,
+    ) -> Result<bool, StoreError> {
+        match lock(&self.users).get_mut(user_id) {
+            Some(creds) if creds.version == *refused => {
+                creds.needs_reauth = true;
+                creds.access_token = None;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 }
 

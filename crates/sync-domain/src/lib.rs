@@ -12,6 +12,8 @@
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
 //! - [`redact`]: passwords out of URLs before they are shown;
 //! - [`sync_state`]: a calendar's sync state and its transitions;
+//! - [`retry`]: the one retry policy (backoff, jitter, caps, checked time arithmetic);
+//! - [`page`]: an `events.list` answer decoded, skipping items that are not events;
 //! - [`ports`]: the traits the other crates implement or consume.
 
 pub mod admin;
@@ -19,9 +21,11 @@ pub mod calendar;
 pub mod channel;
 pub mod ids;
 pub mod notification;
+pub mod page;
 pub mod ports;
 pub mod redact;
 pub mod renewal;
+pub mod retry;
 pub mod schedule;
 pub mod secret;
 pub mod sync;

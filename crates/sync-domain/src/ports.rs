@@ -125,6 +125,29 @@ pub struct CachedAccessToken {
     pub expires_at: OffsetDateTime,
 }
 
+/// Which stored refresh token a reader saw: opaque, and different after every
+/// replacement, so a write based on an old read can be refused (compare-and-set).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CredentialsVersion(Vec<u8>);
+
+impl CredentialsVersion {
+    /// Wraps the store's stamp (e.g. the sealed refresh token).
+    pub fn new(stamp: Vec<u8>) -> Self {
+        Self(stamp)
+    }
+
+    /// The stamp, for the store's comparison.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for CredentialsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CredentialsVersion({} bytes)", self.0.len())
+    }
+}
+
 /// A user's Google credentials, decrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCredentials {
@@ -132,6 +155,8 @@ pub struct StoredCredentials {
     pub access_token: Option<CachedAccessToken>,
     /// Set after `invalid_grant`; cleared when new credentials arrive.
     pub needs_reauth: bool,
+    /// Which refresh token this is (see [`CredentialStore::mark_needs_reauth`]).
+    pub version: CredentialsVersion,
 }
 
 /// Google OAuth credentials, encrypted at rest by the implementation.
@@ -155,8 +180,14 @@ pub trait CredentialStore: Send + Sync + 'static {
         token: &CachedAccessToken,
     ) -> Result<(), StoreError>;
 
-    /// Marks the credentials as refused by Google (`invalid_grant`).
-    async fn mark_needs_reauth(&self, user_id: &UserId) -> Result<(), StoreError>;
+    /// Marks the credentials as refused by Google (`invalid_grant`), only if
+    /// they are still those of `refused` (read before the refresh): credentials
+    /// stored meanwhile are new and untried. `false`: not marked (replaced or gone).
+    async fn mark_needs_reauth(
+        &self,
+        user_id: &UserId,
+        refused: &CredentialsVersion,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A watch channel as Google knows it: what is needed to stop it.

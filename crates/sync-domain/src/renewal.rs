@@ -8,6 +8,7 @@
 //! so that channels created together do not all renew in the same second. The
 //! renewal instant is never after expiry.
 
+use crate::retry::{RetryPolicy, later};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -15,10 +16,6 @@ use time::OffsetDateTime;
 pub const MIN_LEAD: Duration = Duration::from_secs(10 * 60);
 /// Longest lead time before expiry.
 pub const MAX_LEAD: Duration = Duration::from_secs(24 * 3600);
-/// First retry delay after a failed registration or stop.
-pub const RETRY_BASE: Duration = Duration::from_secs(30);
-/// Longest retry delay.
-pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 /// Shortest retry delay, even when a channel is about to expire.
 pub const RETRY_MIN: Duration = Duration::from_secs(5);
 /// How long old and new channel both stay open after a switch-over, so
@@ -52,7 +49,7 @@ impl RenewalPlan {
         ttl: Duration,
         jitter: f64,
     ) -> Self {
-        let expires_at = expires_at.unwrap_or(granted_at + ttl);
+        let expires_at = expires_at.unwrap_or_else(|| later(granted_at, ttl));
         let lifetime = if expires_at > granted_at {
             (expires_at - granted_at).unsigned_abs()
         } else {
@@ -86,19 +83,6 @@ pub fn lead_time(lifetime: Duration) -> Duration {
     (lifetime / 5).clamp(MIN_LEAD, MAX_LEAD).min(lifetime / 2)
 }
 
-/// Exponential backoff with jitter: after the `failures`-th consecutive
-/// failure (1 = first), wait this long. `jitter` in `[0, 1)` adds up to 50 %.
-pub fn retry_delay(failures: u32, jitter: f64) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    let base = RETRY_BASE.saturating_mul(1 << exponent).min(RETRY_MAX);
-    let jitter = if jitter.is_finite() {
-        jitter.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    (base + base.mul_f64(0.5 * jitter)).min(RETRY_MAX)
-}
-
 /// When to retry a failed renewal: the backoff, but while the current channel
 /// still lives, no later than halfway to its expiry, so retries keep coming
 /// before the gap would open.
@@ -108,11 +92,11 @@ pub fn retry_at(
     jitter: f64,
     current_expires_at: Option<OffsetDateTime>,
 ) -> OffsetDateTime {
-    let backoff = now + retry_delay(failures, jitter);
+    let backoff = RetryPolicy::CHANNEL.retry_at(now, failures, None, jitter);
     match current_expires_at {
         Some(expires) if expires > now => {
-            let halfway = now + (expires - now).unsigned_abs() / 2;
-            backoff.min(halfway.max(now + RETRY_MIN))
+            let halfway = later(now, (expires - now).unsigned_abs() / 2);
+            backoff.min(halfway.max(later(now, RETRY_MIN)))
         }
         _ => backoff,
     }
@@ -162,19 +146,11 @@ mod tests {
     }
 
     #[test]
-    fn retries_back_off_up_to_an_hour() {
-        assert_eq!(retry_delay(1, 0.0), RETRY_BASE);
-        assert_eq!(retry_delay(2, 0.0), RETRY_BASE * 2);
-        assert_eq!(retry_delay(40, 0.0), RETRY_MAX);
-        assert_eq!(retry_delay(40, 0.9), RETRY_MAX);
-    }
-
-    #[test]
     fn a_renewal_retry_comes_before_the_current_channel_expires() {
         let now = at(0);
         let retry = retry_at(now, 10, 0.0, Some(at(600)));
         assert_eq!(retry, at(300));
-        assert_eq!(retry_at(now, 10, 0.0, None), now + RETRY_MAX);
+        assert_eq!(retry_at(now, 10, 0.0, None), now + crate::retry::MAX_DELAY);
     }
 
     proptest! {
@@ -193,13 +169,6 @@ mod tests {
             // Well before expiry: at least the unjittered lead, at most half the life.
             prop_assert!(lead >= lead_time(life));
             prop_assert!(lead <= life / 2 + Duration::from_secs(1));
-        }
-
-        #[test]
-        fn retries_are_bounded_and_grow(failures in 1u32..100, jitter in 0.0f64..1.0) {
-            let d = retry_delay(failures, jitter);
-            prop_assert!(d >= RETRY_BASE.min(RETRY_MAX) && d <= RETRY_MAX);
-            prop_assert!(retry_delay(failures + 1, 0.0) >= retry_delay(failures, 0.0));
         }
 
         #[test]

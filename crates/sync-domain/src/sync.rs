@@ -9,6 +9,7 @@
 use crate::calendar::{GoogleError, GoogleEvent};
 use crate::ids::{CalendarId, GoogleCalendarId, UserId};
 use crate::ports::StoreError;
+use crate::retry::{RetryPolicy, later};
 use crate::schedule::DueCutoffs;
 use async_trait::async_trait;
 use std::time::Duration;
@@ -19,36 +20,6 @@ pub const PAGE_SIZE: u32 = 2500;
 
 /// How often a calendar is synced without any notification when push is unavailable.
 pub const POLLING_INTERVAL: Duration = Duration::from_secs(15 * 60);
-
-/// Exponential backoff with full jitter, capped, honouring `Retry-After`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackoffPolicy {
-    /// The first retry waits up to this long.
-    pub base: Duration,
-    /// No retry waits longer than this (unless Google's `Retry-After` says so).
-    pub cap: Duration,
-}
-
-impl Default for BackoffPolicy {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_secs(2),
-            cap: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-impl BackoffPolicy {
-    /// The delay before retry number `failures` (1 for the first failure):
-    /// uniform in `[0, min(cap, base * 2^(failures-1))]` picked by `jitter` in
-    /// `[0, 1]`, and never shorter than `retry_after`.
-    pub fn delay(&self, failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-        let exponent = failures.saturating_sub(1).min(30);
-        let ceiling = self.base.saturating_mul(1u32 << exponent).min(self.cap);
-        let jittered = ceiling.mul_f64(jitter.clamp(0.0, 1.0));
-        retry_after.map_or(jittered, |floor| jittered.max(floor))
-    }
-}
 
 /// The claim lease: how long a claim lives without a heartbeat, and how often
 /// the worker renews it.
@@ -74,7 +45,7 @@ impl LeasePolicy {
 
     /// When a claim taken or renewed at `now` expires.
     pub fn expires_at(&self, now: OffsetDateTime) -> OffsetDateTime {
-        now + self.duration
+        later(now, self.duration)
     }
 }
 
@@ -106,8 +77,8 @@ impl PollPolicy {
     /// The cut-offs a store compares a calendar's last sync against at `now`.
     pub fn cutoffs(&self, now: OffsetDateTime) -> PollCutoffs {
         PollCutoffs {
-            push_synced_before: now - self.push_interval,
-            polling_synced_before: now - self.polling_interval,
+            push_synced_before: earlier(now, self.push_interval),
+            polling_synced_before: earlier(now, self.polling_interval),
         }
     }
 
@@ -119,7 +90,7 @@ impl PollPolicy {
         } else {
             self.polling_interval
         };
-        last_sync + interval <= now
+        later(last_sync, interval) <= now
     }
 }
 
@@ -240,6 +211,45 @@ pub fn retry_after(error: &GoogleError) -> Option<Duration> {
     }
 }
 
+/// What a failed sync does to its calendar (the error-to-action mapping):
+/// `google` is the Google error behind the failure, if it was one (store
+/// failures and lost leases are retried); `failure_count` the failures before
+/// this one. Retries back off under `policy` with the draw `jitter` in `[0, 1]`,
+/// honouring (and capping) Google's `Retry-After`.
+pub fn failure_action(
+    google: Option<&GoogleError>,
+    error: String,
+    failure_count: i32,
+    now: OffsetDateTime,
+    policy: &RetryPolicy,
+    jitter: f64,
+) -> FailureAction {
+    match google.map(classify) {
+        Some(FailureKind::Gone) => FailureAction::Gone { error },
+        Some(FailureKind::NeedsReauth) => FailureAction::NeedsReauth { error },
+        Some(FailureKind::Retry) | None => {
+            let failures = u32::try_from(failure_count.saturating_add(1)).unwrap_or(1);
+            FailureAction::Retry {
+                next_attempt_at: policy.retry_at(
+                    now,
+                    failures,
+                    google.and_then(retry_after),
+                    jitter,
+                ),
+                error,
+            }
+        }
+    }
+}
+
+/// `at - by`, saturating at the earliest instant `time` represents.
+fn earlier(at: OffsetDateTime, by: Duration) -> OffsetDateTime {
+    time::Duration::try_from(by)
+        .ok()
+        .and_then(|by| at.checked_sub(by))
+        .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc())
+}
+
 /// What claiming asks of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimRequest<'a> {
@@ -314,25 +324,66 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let p = BackoffPolicy {
-            base: Duration::from_secs(1),
-            cap: Duration::from_secs(10),
-        };
-        assert_eq!(p.delay(1, None, 1.0), Duration::from_secs(1));
-        assert_eq!(p.delay(2, None, 1.0), Duration::from_secs(2));
-        assert_eq!(p.delay(4, None, 1.0), Duration::from_secs(8));
-        assert_eq!(p.delay(5, None, 1.0), Duration::from_secs(10));
-        assert_eq!(p.delay(500, None, 1.0), Duration::from_secs(10));
-        assert_eq!(p.delay(3, None, 0.0), Duration::ZERO);
+    fn at(secs: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs)
     }
 
     #[test]
-    fn retry_after_is_a_floor() {
-        let p = BackoffPolicy::default();
-        let wait = Some(Duration::from_secs(120));
-        assert_eq!(p.delay(1, wait, 0.5), Duration::from_secs(120));
+    fn google_errors_map_to_what_the_worker_does() {
+        let now = at(1_000);
+        let act = |e: Option<&GoogleError>| {
+            failure_action(e, "why".into(), 0, now, &RetryPolicy::SYNC, 1.0)
+        };
+        assert_eq!(
+            act(Some(&GoogleError::NotFound)),
+            FailureAction::Gone {
+                error: "why".into()
+            }
+        );
+        assert_eq!(
+            act(Some(&GoogleError::InvalidGrant)),
+            FailureAction::NeedsReauth {
+                error: "why".into()
+            }
+        );
+        assert_eq!(
+            act(Some(&GoogleError::Transient("503".into()))),
+            FailureAction::Retry {
+                next_attempt_at: now + Duration::from_secs(2),
+                error: "why".into()
+            }
+        );
+        assert_eq!(
+            act(None),
+            FailureAction::Retry {
+                next_attempt_at: now + Duration::from_secs(2),
+                error: "why".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_retry_after_of_ten_to_the_twelve_seconds_retries_within_an_hour() {
+        let now = at(1_000);
+        let limited = GoogleError::RateLimited {
+            retry_after: Some(Duration::from_secs(1_000_000_000_000)),
+        };
+        let action = failure_action(Some(&limited), "x".into(), 7, now, &RetryPolicy::SYNC, 0.3);
+        assert_eq!(
+            action,
+            FailureAction::Retry {
+                next_attempt_at: now + crate::retry::MAX_DELAY,
+                error: "x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_huge_poll_interval_never_panics() {
+        let p = PollPolicy::new(Duration::MAX, true);
+        let c = p.cutoffs(at(0));
+        assert!(c.push_synced_before <= at(0));
+        assert!(!p.is_due(true, at(0), at(10)));
     }
 
     #[test]
@@ -375,22 +426,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn backoff_stays_within_bounds(
-            failures in 0u32..100, jitter in 0.0f64..=1.0,
-            base_ms in 1u64..10_000, cap_ms in 1u64..1_000_000,
-            after in proptest::option::of(0u64..100_000),
-        ) {
-            let p = BackoffPolicy {
-                base: Duration::from_millis(base_ms),
-                cap: Duration::from_millis(cap_ms),
-            };
-            let after = after.map(Duration::from_millis);
-            let d = p.delay(failures, after, jitter);
-            prop_assert!(d <= p.cap.max(after.unwrap_or_default()));
-            if let Some(floor) = after { prop_assert!(d >= floor); }
-        }
-
         #[test]
         fn poll_cutoffs_agree_with_is_due(
             last in 0i64..10_000_000, now in 0i64..10_000_000,

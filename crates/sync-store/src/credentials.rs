@@ -1,6 +1,7 @@
 //! Google credentials, encrypted at rest ([`crate::crypto`]).
 
 use crate::calendars::sync_state::{GONE, NEEDS_REAUTH, PENDING};
+use crate::crypto::Field;
 use crate::pool::{query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, google_credentials as gc};
 use crate::store::Store;
@@ -8,7 +9,9 @@ use crate::timestamps::{from_db, to_db};
 use async_trait::async_trait;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
-use sync_domain::ports::{CachedAccessToken, CredentialStore, StoreError, StoredCredentials};
+use sync_domain::ports::{
+    CachedAccessToken, CredentialStore, CredentialsVersion, StoreError, StoredCredentials,
+};
 use sync_domain::{AccessToken, RefreshToken, UserId};
 use time::PrimitiveDateTime;
 
@@ -41,25 +44,26 @@ impl CredentialStore for Store {
         let context = user_id.as_str();
         let refresh_token = self
             .cipher
-            .decrypt(&refresh, context)
+            .decrypt(&refresh, Field::RefreshToken, context)
             .map_err(|e| StoreError::Query(Box::new(e)))?;
         // A cached access token that cannot be read is simply not cached.
         let access_token = match (access, expires) {
-            (Some(sealed), Some(expires_at)) => {
-                self.cipher
-                    .decrypt(&sealed, context)
-                    .ok()
-                    .map(|token| CachedAccessToken {
-                        token: AccessToken::new(token),
-                        expires_at: from_db(expires_at),
-                    })
-            }
+            (Some(sealed), Some(expires_at)) => self
+                .cipher
+                .decrypt(&sealed, Field::AccessToken, context)
+                .ok()
+                .map(|token| CachedAccessToken {
+                    token: AccessToken::new(token),
+                    expires_at: from_db(expires_at),
+                }),
             _ => None,
         };
         Ok(Some(StoredCredentials {
             refresh_token: RefreshToken::new(refresh_token),
             access_token,
             needs_reauth,
+            // A fresh nonce per write: the sealed token changes with every replacement.
+            version: CredentialsVersion::new(refresh),
         }))
     }
 
@@ -70,8 +74,9 @@ impl CredentialStore for Store {
     ) -> Result<(), StoreError> {
         let sealed = self
             .cipher
-            .encrypt(token.expose(), user_id.as_str())
+            .seal(token.expose(), Field::RefreshToken, user_id.as_str())
             .map_err(seal_error)?;
+        let key_id = self.cipher.current_key_id().to_string();
         let now = to_db(self.clock.now());
         let user = user_id.as_str();
         let request = crate::sync_queue::request_sql(self.dialect(), "cs.id = $2");
@@ -84,6 +89,7 @@ impl CredentialStore for Store {
                         gc::needs_reauth.eq(false),
                         gc::created_at.eq(now),
                         gc::updated_at.eq(now),
+                        gc::key_id.eq(Some(&key_id)),
                     ))
                     .on_conflict(gc::user_id)
                     .do_update()
@@ -93,6 +99,7 @@ impl CredentialStore for Store {
                         gc::access_token_expires_at.eq(None::<PrimitiveDateTime>),
                         gc::needs_reauth.eq(false),
                         gc::updated_at.eq(now),
+                        gc::key_id.eq(Some(&key_id)),
                     ))
                     .execute(conn)
                     .await?;
@@ -132,7 +139,7 @@ impl CredentialStore for Store {
     ) -> Result<(), StoreError> {
         let sealed = self
             .cipher
-            .encrypt(token.token.expose(), user_id.as_str())
+            .seal(token.token.expose(), Field::AccessToken, user_id.as_str())
             .map_err(seal_error)?;
         let expires = to_db(token.expires_at);
         with_conn!(&self.pool, |conn| {
@@ -148,20 +155,33 @@ impl CredentialStore for Store {
         Ok(())
     }
 
-    async fn mark_needs_reauth(&self, user_id: &UserId) -> Result<(), StoreError> {
+    async fn mark_needs_reauth(
+        &self,
+        user_id: &UserId,
+        refused: &CredentialsVersion,
+    ) -> Result<bool, StoreError> {
         let now = to_db(self.clock.now());
         let user = user_id.as_str();
-        with_conn!(&self.pool, |conn| {
+        let refused = refused.as_bytes();
+        let marked = with_conn!(&self.pool, |conn| {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                diesel::update(gc::table.find(user))
-                    .set((
-                        gc::needs_reauth.eq(true),
-                        gc::access_token_ciphertext.eq(None::<Vec<u8>>),
-                        gc::access_token_expires_at.eq(None::<PrimitiveDateTime>),
-                        gc::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
+                let marked = diesel::update(
+                    gc::table
+                        .find(user)
+                        .filter(gc::refresh_token_ciphertext.eq(refused)),
+                )
+                .set((
+                    gc::needs_reauth.eq(true),
+                    gc::access_token_ciphertext.eq(None::<Vec<u8>>),
+                    gc::access_token_expires_at.eq(None::<PrimitiveDateTime>),
+                    gc::updated_at.eq(now),
+                ))
+                .execute(conn)
+                .await?;
+                if marked == 0 {
+                    // Replaced since the refused read: the new credentials are untried.
+                    return Ok(false);
+                }
                 diesel::update(
                     cs::table
                         .filter(cs::user_id.eq(user))
@@ -170,11 +190,11 @@ impl CredentialStore for Store {
                 .set((cs::sync_state.eq(NEEDS_REAUTH), cs::updated_at.eq(now)))
                 .execute(conn)
                 .await?;
-                Ok(())
+                Ok(true)
             })
             .await
-            .map_err(query_error)?;
+            .map_err(query_error)?
         });
-        Ok(())
+        Ok(marked)
     }
 }

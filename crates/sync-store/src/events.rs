@@ -10,6 +10,7 @@ use diesel_async::RunQueryDsl;
 use std::collections::HashSet;
 use sync_domain::CalendarId;
 use sync_domain::calendar::GoogleEvent;
+use sync_domain::page::without_nul;
 use sync_domain::ports::StoreError;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
@@ -110,13 +111,14 @@ pub(crate) fn page_rows(
         .iter()
         .rev()
         .filter(|event| seen.insert(event.id.as_str()))
+        // PostgreSQL refuses U+0000 in TEXT; the raw JSON holds it escaped.
         .map(|event| NewEvent {
             calendar_id: calendar.to_owned(),
-            event_id: event.id.clone(),
-            status: event.status.clone(),
-            summary: event.summary.clone(),
+            event_id: without_nul(&event.id),
+            status: without_nul(&event.status),
+            summary: event.summary.as_deref().map(without_nul),
             updated: event.updated.map(to_db),
-            etag: event.etag.clone(),
+            etag: event.etag.as_deref().map(without_nul),
             raw_json: event.raw.to_string(),
             sync_generation: generation,
             mirrored_at: now,

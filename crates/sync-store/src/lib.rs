@@ -19,6 +19,7 @@ pub mod events;
 mod group_commit;
 pub mod health;
 pub mod liveness;
+pub mod keys;
 pub mod migrations;
 pub mod pool;
 mod schema;

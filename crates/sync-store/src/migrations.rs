@@ -36,6 +36,9 @@ pub async fn run_pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
+            // Credentials are encrypted, but channel tokens and the mirror are not.
+            crate::crypto::create_private_database_file(path)
+                .with_context(|| format!("creating {}", url.redacted()))?;
             let mut conn = establish_sqlite(&path.to_string_lossy())
                 .with_context(|| format!("opening {}", url.redacted()))?;
             apply(&mut conn, SQLITE)

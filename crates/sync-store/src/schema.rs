@@ -9,6 +9,7 @@ diesel::table! {
         needs_reauth -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        key_id -> Nullable<Text>,
     }
 }
 

@@ -256,6 +256,40 @@ test_on_both_backends!(
     }
 );
 
+test_on_both_backends!(
+    a_stale_invalid_grant_does_not_mark_newer_credentials,
+    async |store: Store| {
+        let owner = user("u1");
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//old"))
+            .await
+            .unwrap();
+        let (calendar, _) = store
+            .connect_calendar(&owner, &GoogleCalendarId::parse("primary").unwrap())
+            .await
+            .unwrap();
+        // A refresh reads the old credentials...
+        let read = store.credentials(&owner).await.unwrap().unwrap();
+        // ...new ones are stored while Google answers it invalid_grant...
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//new"))
+            .await
+            .unwrap();
+        // ...and its mark must not touch the new ones.
+        assert!(
+            !store
+                .mark_needs_reauth(&owner, &read.version)
+                .await
+                .unwrap()
+        );
+        let creds = store.credentials(&owner).await.unwrap().unwrap();
+        assert_eq!(creds.refresh_token.expose(), "1//new");
+        assert!(!creds.needs_reauth);
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_ne!(row.sync_state, "needs_reauth");
+    }
+);
+
 test_on_both_backends!(credentials_round_trip_and_reauth, async |store: Store| {
     let clock = Arc::new(FakeClock::default());
     let store = store.with_clock(clock.clone());
@@ -279,7 +313,12 @@ test_on_both_backends!(credentials_round_trip_and_reauth, async |store: Store| {
     assert_eq!(creds.access_token, Some(cached));
     assert!(!creds.needs_reauth);
 
-    store.mark_needs_reauth(&owner).await.unwrap();
+    assert!(
+        store
+            .mark_needs_reauth(&owner, &creds.version)
+            .await
+            .unwrap()
+    );
     let creds = store.credentials(&owner).await.unwrap().unwrap();
     assert!(creds.needs_reauth);
     assert_eq!(creds.access_token, None);
@@ -497,5 +536,68 @@ test_on_both_backends!(
         assert!(refused, "an unknown sync_state was stored");
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
         assert!(sync_domain::SyncState::parse(&row.sync_state).is_some());
+const NEW_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+
+async fn reopen(store: &Store, key: &str, retired: &[&str]) -> Store {
+    let retired: Vec<_> = retired
+        .iter()
+        .map(|k| sync_store::crypto::EncryptionKey::from_base64(k).unwrap())
+        .collect();
+    Store::open(store.url().clone(), Some(key), Default::default())
+        .await
+        .unwrap()
+        .with_retired_keys(&retired)
+}
+
+test_on_both_backends!(
+    a_key_that_cannot_decrypt_the_stored_credentials_fails_the_key_check,
+    async |store: Store| {
+        let owner = user("u1");
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//r"))
+            .await
+            .unwrap();
+        store.check_keys().await.unwrap();
+        let stranger = reopen(&store, NEW_KEY, &[]).await;
+        let err = stranger.check_keys().await.unwrap_err().to_string();
+        assert!(err.contains("encryption_key"), "{err}");
+        assert!(err.contains("retired_encryption_keys"), "{err}");
+    }
+);
+
+test_on_both_backends!(
+    retired_keys_still_decrypt_and_rotation_reseals_under_encryption_key,
+    async |store: Store| {
+        let owner = user("u1");
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//r"))
+            .await
+            .unwrap();
+        let cached = CachedAccessToken {
+            token: AccessToken::new("ya29.a"),
+            expires_at: time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        store.cache_access_token(&owner, &cached).await.unwrap();
+
+        let rotating = reopen(
+            &store,
+            NEW_KEY,
+            &[sync_store::test_support::TEST_ENCRYPTION_KEY],
+        )
+        .await;
+        rotating.check_keys().await.unwrap();
+        let creds = rotating.credentials(&owner).await.unwrap().unwrap();
+        assert_eq!(creds.refresh_token.expose(), "1//r");
+
+        let report = rotating.rotate_keys().await.unwrap();
+        assert_eq!((report.rotated, report.current), (1, 0));
+        assert_eq!(rotating.rotate_keys().await.unwrap().rotated, 0);
+
+        // The old key can now be dropped.
+        let rotated = reopen(&store, NEW_KEY, &[]).await;
+        rotated.check_keys().await.unwrap();
+        let creds = rotated.credentials(&owner).await.unwrap().unwrap();
+        assert_eq!(creds.refresh_token.expose(), "1//r");
+        assert_eq!(creds.access_token.unwrap().token, cached.token);
     }
 );

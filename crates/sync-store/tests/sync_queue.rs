@@ -341,7 +341,8 @@ test_on_both_backends!(
         let user = UserId::parse("u1").unwrap();
         let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
         // The Google client marks the user while the sync is running.
-        store.mark_needs_reauth(&user).await.unwrap();
+        let read = store.credentials(&user).await.unwrap().unwrap();
+        assert!(store.mark_needs_reauth(&user, &read.version).await.unwrap());
         let action = FailureAction::NeedsReauth {
             error: "invalid_grant".into(),
         };
@@ -682,5 +683,26 @@ test_on_both_backends!(
                 "step {step}: state"
             );
         }
+    an_event_with_nul_in_its_text_is_still_mirrored,
+    async |store: Store| {
+        connected(&store, "u1", "primary").await;
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        let mut nul = event("e\u{0}1", "confirmed", "Stand\u{0}up");
+        nul.etag = Some("\"1\u{0}\"".to_owned());
+        let events = [nul, event("e2", "confirmed", "Retro")];
+        assert!(complete(&store, &claim, "a", &events, "t1", claim.generation, true).await);
+        assert_eq!(
+            mirror(&store, &claim).await,
+            [
+                ("e1".to_owned(), Some("Standup".to_owned())),
+                ("e2".to_owned(), Some("Retro".to_owned())),
+            ]
+        );
+        let raw = &store
+            .events_page(claim.calendar_id, 10, None)
+            .await
+            .unwrap()[0]
+            .raw_json;
+        assert!(raw.contains("Stand\\u0000up"), "{raw}");
     }
 );

@@ -14,12 +14,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use sync_domain::UserId;
-use sync_domain::calendar::{CalendarApi, EventsQuery, GoogleError};
+use sync_domain::calendar::{CalendarApi, EventsQuery, GoogleError, SkipReason, SkippedItem};
 use sync_domain::ports::{Clock, Entropy, StoreError};
+use sync_domain::retry::RetryPolicy;
 use sync_domain::schedule::CoalescingPolicy;
 use sync_domain::sync::{
-    BackoffPolicy, Claim, ClaimRef, ClaimRequest, FailureAction, FailureKind, LeasePolicy,
-    PAGE_SIZE, PageWrite, PollPolicy, SyncCompletion, SyncQueue, classify, retry_after,
+    Claim, ClaimRef, ClaimRequest, FailureAction, LeasePolicy, PAGE_SIZE, PageWrite, PollPolicy,
+    SyncCompletion, SyncQueue, failure_action,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -35,7 +36,7 @@ pub struct SyncOptions {
     /// The safety-net poll (`poll_interval_secs`; 15 min without push).
     pub poll: PollPolicy,
     /// Retry delays after a failed sync.
-    pub backoff: BackoffPolicy,
+    pub backoff: RetryPolicy,
     /// Claim lease and heartbeat.
     pub lease: LeasePolicy,
     /// Syncs running at once in this instance.
@@ -57,7 +58,7 @@ impl SyncOptions {
         Self {
             coalescing: config.coalescing,
             poll: PollPolicy::new(config.poll_interval, config.webhook_base_url.is_some()),
-            backoff: BackoffPolicy::default(),
+            backoff: RetryPolicy::SYNC,
             lease: LeasePolicy::default(),
             max_concurrent: 8,
             max_per_user: 2,
@@ -366,7 +367,10 @@ impl SyncWorker {
             }
         };
         let mut page = fetch(None).await?;
+        let mut page_number = 0usize;
         loop {
+            page_number += 1;
+            log_skipped(claim, page_number, &page.skipped);
             let completion = match (&page.next_page_token, &page.next_sync_token) {
                 (Some(_), _) => None,
                 (None, Some(next)) => Some(SyncCompletion {
@@ -430,15 +434,18 @@ impl SyncWorker {
             }
             Err(error) => error,
         };
-        let message = error.to_string();
-        let action = match &error {
-            SyncError::Google(google) => match classify(google) {
-                FailureKind::Gone => FailureAction::Gone { error: message },
-                FailureKind::NeedsReauth => FailureAction::NeedsReauth { error: message },
-                FailureKind::Retry => self.retry(claim, retry_after(google), message),
-            },
-            SyncError::Store(_) | SyncError::LeaseLost => self.retry(claim, None, message),
+        let google = match &error {
+            SyncError::Google(google) => Some(google),
+            SyncError::Store(_) | SyncError::LeaseLost => None,
         };
+        let action = failure_action(
+            google,
+            error.to_string(),
+            claim.failure_count,
+            self.clock.now(),
+            &self.options.backoff,
+            self.entropy.unit(),
+        );
         let label = match &action {
             FailureAction::Retry { .. } => "retry",
             FailureAction::Gone { .. } => "gone",
@@ -456,18 +463,6 @@ impl SyncWorker {
         label
     }
 
-    fn retry(&self, claim: &Claim, retry_after: Option<Duration>, error: String) -> FailureAction {
-        let failures = u32::try_from(claim.failure_count.saturating_add(1)).unwrap_or(1);
-        let delay = self
-            .options
-            .backoff
-            .delay(failures, retry_after, self.entropy.unit());
-        FailureAction::Retry {
-            next_attempt_at: self.clock.now() + delay,
-            error,
-        }
-    }
-
     /// Gives a claim back unfinished; its request stays pending.
     async fn give_back(&self, claim: &Claim) {
         if let Err(e) = self
@@ -477,6 +472,25 @@ impl SyncWorker {
         {
             tracing::warn!(calendar_id = %claim.calendar_id, error = %e, "releasing a claim failed; its lease will expire");
         }
+    }
+}
+
+/// Items Google sent that are not events: counted and logged by calendar,
+/// page and position, never by content (it may be anything, secrets included).
+fn log_skipped(claim: &Claim, page: usize, skipped: &[SkippedItem]) {
+    for item in skipped {
+        let reason = match item.reason {
+            SkipReason::NoId => "no_id",
+            SkipReason::NotAnObject => "not_an_object",
+        };
+        metrics::counter!(crate::metrics::ITEMS_SKIPPED, "reason" => reason).increment(1);
+        tracing::warn!(
+            google_calendar_id = %claim.google_calendar_id,
+            page,
+            position = item.position,
+            reason,
+            "skipped an events.list item that is not an event"
+        );
     }
 }
 

@@ -279,6 +279,46 @@ async fn full_sync_follows_page_tokens_until_the_sync_token() {
 }
 
 #[tokio::test]
+async fn an_events_list_item_that_is_not_an_event_is_skipped_and_the_rest_of_the_page_kept() {
+    let google = Google::start().await.with_cached_token("ya29.token").await;
+    let events_path = format!("{API_PATH}/calendars/primary/events");
+    let mut no_id = event("x", "confirmed", "secret agenda");
+    no_id.as_object_mut().unwrap().remove("id");
+    let mut wrong_type = event("y", "confirmed", "Lunch");
+    wrong_type["id"] = json!(42);
+    Mock::given(method("GET"))
+        .and(path(events_path.as_str()))
+        .respond_with(events_page(
+            &[
+                event("e1", "confirmed", "Standup"),
+                no_id,
+                wrong_type,
+                event("e2", "confirmed", "Retro"),
+            ],
+            Some(("nextSyncToken", "next-token")),
+        ))
+        .mount(&google.server)
+        .await;
+
+    let query = EventsQuery {
+        sync_token: None,
+        page_token: None,
+        max_results: 2500,
+    };
+    let page = google
+        .client
+        .list_events(&user(), &primary(), &query)
+        .await
+        .unwrap();
+
+    let ids: Vec<&str> = page.items.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["e1", "e2"]);
+    let positions: Vec<usize> = page.skipped.iter().map(|s| s.position).collect();
+    assert_eq!(positions, [1, 2]);
+    assert_eq!(page.next_sync_token.as_deref(), Some("next-token"));
+}
+
+#[tokio::test]
 async fn incremental_sync_sends_the_sync_token_and_nothing_google_forbids_with_it() {
     let google = Google::start().await.with_cached_token("ya29.token").await;
     let events_path = format!("{API_PATH}/calendars/{HOLIDAYS_PATH}/events");

@@ -70,6 +70,7 @@ impl Google {
             config,
             Arc::clone(&store) as Arc<dyn CredentialStore>,
             Arc::clone(&clock) as Arc<dyn Clock>,
+            Arc::new(sync_domain::fakes::CountingEntropy::default()),
         )
         .unwrap();
         Self {

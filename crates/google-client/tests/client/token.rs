@@ -146,6 +146,26 @@ async fn invalid_grant_marks_the_user_for_reauthorisation() {
 }
 
 #[tokio::test]
+async fn an_expires_in_of_ten_to_the_twelve_seconds_is_cached_without_panicking() {
+    let google = Google::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "ya29.forever",
+            "expires_in": 1_000_000_000_000u64,
+            "token_type": "Bearer"
+        })))
+        .mount(&google.server)
+        .await;
+
+    let token = tokens(&google).access_token(&user()).await.unwrap();
+
+    assert_eq!(token.expose(), "ya29.forever");
+    let stored = google.store.get(&user()).unwrap().access_token.unwrap();
+    assert!(stored.expires_at > google.clock.now());
+}
+
+#[tokio::test]
 async fn token_endpoint_500_is_transient_and_does_not_mark_reauth() {
     let google = Google::start().await;
     Mock::given(method("POST"))

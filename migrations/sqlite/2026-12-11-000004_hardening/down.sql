@@ -1,0 +1,1 @@
+ALTER TABLE google_credentials DROP COLUMN key_id;
