@@ -12,7 +12,7 @@ use std::time::Duration;
 use sync_domain::ports::{CalendarApi, Clock, CredentialStore, Entropy, SystemClock, WebhookStore};
 use sync_store::{PoolOptions, Store};
 use tokio_util::sync::CancellationToken;
-use webhook_http::{InternalState, MetricsRenderer, WebhookState};
+use webhook_http::{ChangesState, InternalState, MetricsRenderer, WebhookState};
 
 /// How long in-flight requests and syncs get to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,6 +129,7 @@ impl Application {
             Arc::clone(&clock),
             config.admin_token.as_ref().map(|t| t.expose().to_owned()),
         ));
+        let changes = web::Data::new(ChangesState::new(Arc::new(store.clone())));
         let prometheus = crate::metrics::handle();
         let renderer = web::Data::new(MetricsRenderer::new(move || prometheus.render()));
         let server = HttpServer::new(move || {
@@ -138,6 +139,7 @@ impl Application {
                 ))
                 .app_data(state.clone())
                 .app_data(internal.clone())
+                .app_data(changes.clone())
                 .app_data(renderer.clone())
                 .configure(webhook_http::configure)
                 .configure(webhook_http::configure_internal)

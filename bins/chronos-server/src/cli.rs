@@ -27,6 +27,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::operator::CalendarsCommand,
     },
+    /// Follow the change feed.
+    Changes {
+        #[command(subcommand)]
+        command: crate::tail::ChangesCommand,
+    },
 }
 
 /// Runs a command; errors are printed as one line and give exit code 1.
@@ -77,6 +82,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 println!("{}", crate::operator::run(&config, command).await?);
                 Ok(())
             }
+            Command::Changes { command } => crate::tail::run(&config, command).await,
         }
     });
     match result {

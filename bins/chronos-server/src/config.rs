@@ -34,6 +34,7 @@ pub struct RawConfig {
     pub channel_ttl_secs: u64,
     pub log_format: String,
     pub encryption_key: Option<String>,
+    pub change_retention_hours: u64,
 }
 
 impl Default for RawConfig {
@@ -53,6 +54,7 @@ impl Default for RawConfig {
             channel_ttl_secs: 604_800,
             log_format: "pretty".into(),
             encryption_key: None,
+            change_retention_hours: sync_domain::changes::DEFAULT_RETENTION_HOURS,
         }
     }
 }
@@ -78,6 +80,7 @@ impl std::fmt::Debug for RawConfig {
             .field("channel_ttl_secs", &self.channel_ttl_secs)
             .field("log_format", &self.log_format)
             .field("encryption_key", &hidden(&self.encryption_key))
+            .field("change_retention_hours", &self.change_retention_hours)
             .finish()
     }
 }
@@ -123,6 +126,8 @@ pub struct Config {
     pub channel_ttl: Duration,
     pub log_format: LogFormat,
     pub encryption_key: Option<Secret>,
+    /// How long change feed entries are kept (`change_retention_hours`).
+    pub change_retention: Duration,
 }
 
 /// Why configuration was refused: one line naming the key, never its secret value.
@@ -206,6 +211,12 @@ impl RawConfig {
         if self.channel_ttl_secs < 60 {
             return Err(bad("channel_ttl_secs", "must be at least 60"));
         }
+        if self.change_retention_hours == 0 || self.change_retention_hours > 24 * 366 {
+            return Err(bad(
+                "change_retention_hours",
+                "must be from 1 to 8784 (a year)",
+            ));
+        }
         let log_format = match self.log_format.to_ascii_lowercase().as_str() {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
@@ -241,6 +252,7 @@ impl RawConfig {
             channel_ttl: Duration::from_secs(self.channel_ttl_secs),
             log_format,
             encryption_key: encryption_key.map(Secret),
+            change_retention: Duration::from_secs(self.change_retention_hours * 3600),
         })
     }
 }
@@ -320,6 +332,10 @@ impl Config {
                 format!("{:?}", self.log_format).to_ascii_lowercase(),
             ),
             ("encryption_key".into(), secret(&self.encryption_key)),
+            (
+                "change_retention_hours".into(),
+                (self.change_retention.as_secs() / 3600).to_string(),
+            ),
         ]
     }
 }

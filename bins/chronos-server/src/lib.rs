@@ -5,7 +5,7 @@
 //! client and the HTTP layer together through the domain's traits ([`app`]),
 //! runs the background workers ([`workers`]), exports Prometheus metrics
 //! ([`metrics`]) and offers the operator's CLI ([`cli`], with the `calendars`
-//! verbs in [`operator`]).
+//! verbs in [`operator`] and `changes tail` in [`tail`]).
 
 pub mod app;
 pub mod cli;
@@ -13,5 +13,6 @@ pub mod config;
 pub mod entropy;
 pub mod metrics;
 pub mod operator;
+pub mod tail;
 pub mod telemetry;
 pub mod workers;

@@ -8,11 +8,13 @@
 //! - [`schedule`]: the sync coalescing rule (SPEC section 6);
 //! - [`renewal`]: when channels are renewed, retried and given up on (SPEC section 7);
 //! - [`admin`]: the internal API's port and views (SPEC section 5);
+//! - [`changes`]: the change feed's entries, cursors, retention rules and port;
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
 //! - [`ports`]: the traits the other crates implement or consume.
 
 pub mod admin;
 pub mod calendar;
+pub mod changes;
 pub mod ids;
 pub mod notification;
 pub mod ports;

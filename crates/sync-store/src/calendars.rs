@@ -115,23 +115,37 @@ impl Store {
         let now = to_db(self.clock.now());
         let id = CalendarId::from_uuid(Uuid::new_v4()).to_string();
         let inserted = with_conn!(&self.pool, |conn| {
-            diesel::insert_into(cs::table)
-                .values((
-                    cs::id.eq(&id),
-                    cs::user_id.eq(user_id.as_str()),
-                    cs::google_calendar_id.eq(google_calendar_id.as_str()),
-                    cs::sync_state.eq(sync_state::PENDING),
-                    cs::sync_requested_at.eq(Some(now)),
-                    cs::sync_last_requested_at.eq(Some(now)),
-                    cs::created_at.eq(now),
-                    cs::updated_at.eq(now),
-                ))
-                .on_conflict((cs::user_id, cs::google_calendar_id))
-                .do_nothing()
-                .execute(conn)
-                .await
-                .map_err(query_error)?
+            conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
+                let inserted = diesel::insert_into(cs::table)
+                    .values((
+                        cs::id.eq(&id),
+                        cs::user_id.eq(user_id.as_str()),
+                        cs::google_calendar_id.eq(google_calendar_id.as_str()),
+                        cs::sync_state.eq(sync_state::PENDING),
+                        cs::sync_requested_at.eq(Some(now)),
+                        cs::sync_last_requested_at.eq(Some(now)),
+                        cs::created_at.eq(now),
+                        cs::updated_at.eq(now),
+                    ))
+                    .on_conflict((cs::user_id, cs::google_calendar_id))
+                    .do_nothing()
+                    .execute(conn)
+                    .await?;
+                if inserted == 1 {
+                    crate::changes::ChangeLog::log_transition(
+                        &mut *conn,
+                        &[&id],
+                        sync_domain::changes::ChangeKind::CalendarConnected,
+                        now,
+                    )
+                    .await?;
+                }
+                Ok(inserted)
+            })
+            .await
+            .map_err(query_error)?
         });
+        self.changes_committed();
         let calendar = self
             .find_calendar_by_pair(user_id, google_calendar_id)
             .await?

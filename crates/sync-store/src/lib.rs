@@ -5,10 +5,12 @@
 //! the domain's ports ([`sync_domain::ports::WebhookStore`],
 //! [`sync_domain::ports::CredentialStore`]); query code is written once and
 //! compiled for both backends (see [`pool`]). Migrations are embedded
-//! ([`migrations`]); credentials are encrypted at rest ([`crypto`]).
+//! ([`migrations`]); credentials are encrypted at rest ([`crypto`]). The
+//! change feed ([`changes`]) is written in the same transactions as the mirror.
 
 pub mod admin;
 pub mod calendars;
+pub mod changes;
 mod channel_cache;
 pub mod channels;
 pub mod credentials;

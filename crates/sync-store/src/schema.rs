@@ -79,6 +79,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    change_log (position) {
+        position -> BigInt,
+        calendar_id -> Text,
+        user_id -> Text,
+        kind -> Text,
+        event_id -> Nullable<Text>,
+        event_json -> Nullable<Text>,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    change_feed_state (id) {
+        id -> Integer,
+        pruned_through -> BigInt,
+    }
+}
+
 diesel::joinable!(calendar_events -> calendar_sync_state (calendar_id));
 diesel::joinable!(watch_channels -> calendar_sync_state (calendar_id));
 
@@ -87,4 +106,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     calendar_sync_state,
     watch_channels,
     calendar_events,
+    change_log,
+    change_feed_state,
 );

@@ -20,6 +20,8 @@ pub struct Store {
     pub(crate) channel_cache: Arc<ChannelCache>,
     /// Started on first use, on the runtime of the first caller.
     writer: Arc<std::sync::OnceLock<GroupCommit>>,
+    /// Bumped after every commit that appended to the change feed (see `changes`).
+    pub(crate) change_signal: Arc<tokio::sync::watch::Sender<u64>>,
     url: DatabaseUrl,
 }
 
@@ -48,6 +50,7 @@ impl Store {
             clock: Arc::new(SystemClock),
             channel_cache: Arc::default(),
             writer: Arc::default(),
+            change_signal: Arc::new(tokio::sync::watch::Sender::new(0)),
             url,
         })
     }

@@ -263,6 +263,7 @@ impl SyncQueue for Store {
         let until = to_db(page.lease_until);
         let completion = page.completion.as_ref();
         let upsert_sql = for_backend(&self.pool, &upsert_sql(rows.len()));
+        let event_ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
         let held = with_conn!(&self.pool, |conn| {
             conn.transaction::<bool, diesel::result::Error, _>(async |conn| {
                 // Checks the claim and takes the row lock first, renewing the lease.
@@ -293,6 +294,17 @@ impl SyncQueue for Store {
                     }
                     upsert.execute(conn).await?;
                 }
+                crate::changes::ChangeLog::log_page(
+                    &mut *conn,
+                    &calendar,
+                    &event_ids,
+                    completion
+                        .filter(|done| done.sweep)
+                        .map(|_| page.generation),
+                    completion.is_some(),
+                    now,
+                )
+                .await?;
                 let Some(done) = completion else {
                     return Ok(true);
                 };
@@ -328,6 +340,7 @@ impl SyncQueue for Store {
             .await
             .map_err(query_error)?
         });
+        self.changes_committed();
         Ok(held)
     }
 
@@ -364,15 +377,30 @@ impl SyncQueue for Store {
                     .execute(conn)
                     .await
                     .map_err(query_error)?,
-                FailureAction::NeedsReauth { error } => diesel::update(target)
-                    .set((
-                        release,
-                        // New credentials re-request a sync anyway; keep the old one too.
-                        keep_pending!(now),
-                        cs::last_error.eq(Some(error)),
-                        cs::sync_state.eq(unless_parked!(NEEDS_REAUTH)),
-                    ))
-                    .execute(conn)
+                FailureAction::NeedsReauth { error } => conn
+                    .transaction::<usize, diesel::result::Error, _>(async |conn| {
+                        let updated = diesel::update(target)
+                            .set((
+                                release,
+                                // New credentials re-request a sync anyway; keep the old one too.
+                                keep_pending!(now),
+                                cs::last_error.eq(Some(error)),
+                                cs::sync_state.eq(unless_parked!(NEEDS_REAUTH)),
+                            ))
+                            .returning(cs::sync_state)
+                            .get_results::<String>(conn)
+                            .await?;
+                        if updated.iter().any(|state| state == NEEDS_REAUTH) {
+                            crate::changes::ChangeLog::log_transition(
+                                &mut *conn,
+                                &[&calendar],
+                                sync_domain::changes::ChangeKind::CalendarNeedsReauth,
+                                now,
+                            )
+                            .await?;
+                        }
+                        Ok(updated.len())
+                    })
                     .await
                     .map_err(query_error)?,
                 FailureAction::Gone { error } => conn
@@ -393,6 +421,13 @@ impl SyncQueue for Store {
                                 now,
                                 now
                             )?;
+                            crate::changes::ChangeLog::log_transition(
+                                &mut *conn,
+                                &[&calendar],
+                                sync_domain::changes::ChangeKind::CalendarGone,
+                                now,
+                            )
+                            .await?;
                         }
                         Ok(updated)
                     })
@@ -400,6 +435,7 @@ impl SyncQueue for Store {
                     .map_err(query_error)?,
             }
         });
+        self.changes_committed();
         Ok(updated == 1)
     }
 
