@@ -647,3 +647,60 @@ test_on_both_backends!(
     many_concurrent_writers_and_a_following_reader_see_no_gap,
     concurrent_writers_and_a_follower_see_no_gap
 );
+
+/// Two stores on one PostgreSQL stand for two instances: a commit through
+/// one wakes a long poll waiting on the other, through `LISTEN`/`NOTIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_on_one_instance_wakes_a_long_poll_on_another() {
+    let Some(db) = sync_store::test_support::TestDb::postgres().await else {
+        return;
+    };
+    let writer = db.store().await;
+    let reader = db.store().await;
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let listener = {
+        let reader = reader.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            reader
+                .listen_for_changes(async move { stop.notified().await })
+                .await
+        })
+    };
+    let head = reader
+        .changes(
+            &ChangeQuery {
+                after: None,
+                ..everything()
+            },
+            Duration::ZERO,
+        )
+        .await
+        .unwrap()
+        .next_cursor;
+    // Give the listener time to connect and LISTEN.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let write = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        connected(&writer, "u1", "elsewhere").await;
+    });
+    let started = std::time::Instant::now();
+    let page = reader
+        .changes(
+            &ChangeQuery {
+                after: Some(head),
+                ..everything()
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    write.await.unwrap();
+    assert_eq!(page.changes.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by the other instance's commit"
+    );
+    shutdown.notify_one();
+    listener.await.unwrap();
+}
