@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::entropy::OsEntropy;
+use crate::instance_lock::InstanceLock;
 use crate::workers::{self, WorkerContext};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
@@ -30,6 +31,8 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     context: WorkerContext,
+    /// SQLite: this process's exclusive hold on the database, for its lifetime.
+    _lock: Option<InstanceLock>,
 }
 
 impl std::fmt::Debug for Application {
@@ -54,11 +57,6 @@ pub fn google_client(
     store: &Store,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<dyn CalendarApi>> {
-    if config.google_client_id.is_none() || config.google_client_secret.is_none() {
-        tracing::warn!(
-            "google_client_id or google_client_secret is unset: calls to Google will fail until they are set"
-        );
-    }
     let mut google = GoogleConfig::new(
         config.google_client_id.clone().unwrap_or_default(),
         ClientSecret::new(
@@ -99,6 +97,15 @@ impl Application {
 
     /// As [`Self::build`], with parts of the outside world replaced.
     pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        // Before migrations and any lease take-over: a second server on the
+        // same SQLite file stops here, having touched nothing.
+        let lock = match &config.database_url {
+            sync_store::DatabaseUrl::Sqlite(path) => Some(InstanceLock::acquire(path)?),
+            sync_store::DatabaseUrl::Postgres(_) => None,
+        };
+        for line in crate::preflight::switched_off(&config) {
+            tracing::warn!("{line}");
+        }
         let store = open_store(&config).await?;
         let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = store.with_clock(Arc::clone(&clock));
@@ -168,6 +175,7 @@ impl Application {
             port,
             server,
             context,
+            _lock: lock,
         })
     }
 

@@ -1,13 +1,21 @@
 //! The command line (SPEC section 8).
 
 use crate::app::Application;
-use crate::config::Config;
+use crate::config::RawConfig;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// `chronos-server --version`: the version and the git commit built from (`build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CHRONOS_GIT_COMMIT"),
+    ")"
+);
+
 /// Chronos calendar sync: mirrors Google Calendars in real time.
 #[derive(Debug, Parser)]
-#[command(name = "chronos-server", version, about)]
+#[command(name = "chronos-server", version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -20,12 +28,22 @@ pub enum Command {
     Serve,
     /// Run pending database migrations and exit.
     Migrate,
-    /// Print the effective configuration, secrets redacted.
-    Config,
+    /// Print the effective configuration as TOML (each value's source as a
+    /// comment, secrets redacted), or with `--check` run serve's checks.
+    Config {
+        /// Run every check `serve` makes before serving; exit 1 naming what fails.
+        #[arg(long)]
+        check: bool,
+    },
     /// Operate on connected calendars (the internal API's verbs, on the database directly).
     Calendars {
         #[command(subcommand)]
         command: crate::operator::CalendarsCommand,
+    },
+    /// Manage users' Google credentials.
+    Users {
+        #[command(subcommand)]
+        command: crate::operator::UsersCommand,
     },
     /// Follow the change feed.
     Changes {
@@ -36,18 +54,18 @@ pub enum Command {
 
 /// Runs a command; errors are printed as one line and give exit code 1.
 pub fn run(cli: Cli) -> ExitCode {
-    let config = match Config::load() {
-        Ok(config) => config,
+    let (config, sources) = match RawConfig::load_with_sources()
+        .and_then(|(raw, sources)| raw.validate().map(|config| (config, sources)))
+    {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("chronos-server: {e}");
             return ExitCode::FAILURE;
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
-    if let Command::Config = command {
-        for (key, value) in config.redacted_lines() {
-            println!("{key} = {value}");
-        }
+    if let Command::Config { check: false } = command {
+        print!("{}", config.to_toml(&sources));
         return ExitCode::SUCCESS;
     }
     let target = match command {
@@ -77,9 +95,23 @@ pub fn run(cli: Cli) -> ExitCode {
                 );
                 Ok(())
             }
-            Command::Config => Ok(()),
+            Command::Config { check: false } => Ok(()),
+            Command::Config { check: true } => {
+                let (report, passed) =
+                    crate::preflight::report(&crate::preflight::run_checks(&config).await);
+                print!("{report}");
+                if passed {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("config --check failed"))
+                }
+            }
             Command::Calendars { command } => {
                 println!("{}", crate::operator::run(&config, command).await?);
+                Ok(())
+            }
+            Command::Users { command } => {
+                println!("{}", crate::operator::run_users(&config, command).await?);
                 Ok(())
             }
             Command::Changes { command } => crate::tail::run(&config, command).await,

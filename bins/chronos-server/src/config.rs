@@ -21,6 +21,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "chronos.toml";
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct RawConfig {
     pub database_url: String,
+    #[serde(deserialize_with = "text_or_number")]
     pub bind: String,
     pub webhook_base_url: Option<String>,
     pub google_api_base_url: String,
@@ -32,6 +33,8 @@ pub struct RawConfig {
     pub sync_max_delay_ms: u64,
     pub poll_interval_secs: u64,
     pub channel_ttl_secs: u64,
+    /// Hours a stopped channel's row is kept before it is deleted.
+    pub stopped_channel_retention_hours: u64,
     pub log_format: String,
     pub encryption_key: Option<String>,
     pub change_retention_hours: u64,
@@ -52,6 +55,9 @@ impl Default for RawConfig {
             sync_max_delay_ms: 10_000,
             poll_interval_secs: 21_600,
             channel_ttl_secs: 604_800,
+            stopped_channel_retention_hours: sync_domain::renewal::STOPPED_CHANNEL_RETENTION
+                .as_secs()
+                / 3600,
             log_format: "pretty".into(),
             encryption_key: None,
             change_retention_hours: sync_domain::changes::DEFAULT_RETENTION_HOURS,
@@ -78,11 +84,34 @@ impl std::fmt::Debug for RawConfig {
             .field("sync_max_delay_ms", &self.sync_max_delay_ms)
             .field("poll_interval_secs", &self.poll_interval_secs)
             .field("channel_ttl_secs", &self.channel_ttl_secs)
+            .field(
+                "stopped_channel_retention_hours",
+                &self.stopped_channel_retention_hours,
+            )
             .field("log_format", &self.log_format)
             .field("encryption_key", &hidden(&self.encryption_key))
             .field("change_retention_hours", &self.change_retention_hours)
             .finish()
     }
+}
+
+/// Reads a value as text even when the environment made a number of it
+/// (`CHRONOS_BIND=8085`), so validation can say what form is expected.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+        Float(f64),
+    }
+    Ok(match TextOrNumber::deserialize(d)? {
+        TextOrNumber::Text(text) => text,
+        TextOrNumber::Unsigned(n) => n.to_string(),
+        TextOrNumber::Signed(n) => n.to_string(),
+        TextOrNumber::Float(n) => n.to_string(),
+    })
 }
 
 /// `pretty` or `json` logs.
@@ -124,6 +153,8 @@ pub struct Config {
     pub coalescing: CoalescingPolicy,
     pub poll_interval: Duration,
     pub channel_ttl: Duration,
+    /// How long a stopped channel's row is kept before it is deleted.
+    pub stopped_channel_retention: Duration,
     pub log_format: LogFormat,
     pub encryption_key: Option<Secret>,
     /// How long change feed entries are kept (`change_retention_hours`).
@@ -142,25 +173,37 @@ fn bad(key: &str, why: impl std::fmt::Display) -> ConfigError {
 impl RawConfig {
     /// Layers defaults, the config file and the environment.
     pub fn load() -> Result<Self, ConfigError> {
+        Self::load_with_sources().map(|(raw, _)| raw)
+    }
+
+    /// As [`Self::load`], with where each key's value came from.
+    pub fn load_with_sources() -> Result<(Self, Sources), ConfigError> {
+        let figment = Self::figment()?;
+        let raw = Self::from_figment(&figment)?;
+        Ok((raw, Sources::of(&figment)))
+    }
+
+    /// The layered providers: defaults, the file (unknown keys refused), the environment.
+    fn figment() -> Result<Figment, ConfigError> {
+        let named = std::env::var_os("CHRONOS_CONFIG").is_some();
         let file = std::env::var_os("CHRONOS_CONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
-        if std::env::var_os("CHRONOS_CONFIG").is_some() && !file.exists() {
+        if named && !file.exists() {
             return Err(ConfigError(format!(
                 "CHRONOS_CONFIG names {}, which does not exist",
                 file.display()
             )));
         }
-        Self::from_figment(
-            &Figment::from(Serialized::defaults(RawConfig::default()))
-                .merge(Toml::file(file))
-                .merge(Env::raw().only(&["WEBHOOK_BASE_URL", "DATABASE_URL"]))
-                .merge(Env::prefixed("CHRONOS_").ignore(&[
-                    "CONFIG",
-                    "TEST_DATABASE_URL",
-                    "REQUIRE_POSTGRES",
-                ])),
-        )
+        check_file_keys(&file)?;
+        Ok(Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::file(file))
+            .merge(Env::raw().only(&["WEBHOOK_BASE_URL", "DATABASE_URL"]))
+            .merge(Env::prefixed("CHRONOS_").ignore(&[
+                "CONFIG",
+                "TEST_DATABASE_URL",
+                "REQUIRE_POSTGRES",
+            ])))
     }
 
     /// Extracts from a prepared figment (tests build their own).
@@ -191,7 +234,10 @@ impl RawConfig {
         let bind = self.bind.parse::<SocketAddr>().map_err(|_| {
             bad(
                 "bind",
-                format!("`{}` is not an address like 127.0.0.1:8080", self.bind),
+                format!(
+                    "`{}` is not of the form host:port (e.g. 127.0.0.1:8080)",
+                    self.bind
+                ),
             )
         })?;
         let webhook_base_url = non_empty(self.webhook_base_url)
@@ -215,6 +261,13 @@ impl RawConfig {
             return Err(bad(
                 "change_retention_hours",
                 "must be from 1 to 8784 (a year)",
+            ));
+        }
+        // At most ten years: the duration is subtracted from the clock.
+        if !(1..=87_600).contains(&self.stopped_channel_retention_hours) {
+            return Err(bad(
+                "stopped_channel_retention_hours",
+                "must be between 1 and 87600",
             ));
         }
         let log_format = match self.log_format.to_ascii_lowercase().as_str() {
@@ -250,11 +303,90 @@ impl RawConfig {
             },
             poll_interval: Duration::from_secs(self.poll_interval_secs),
             channel_ttl: Duration::from_secs(self.channel_ttl_secs),
+            stopped_channel_retention: Duration::from_secs(
+                self.stopped_channel_retention_hours * 3600,
+            ),
             log_format,
             encryption_key: encryption_key.map(Secret),
             change_retention: Duration::from_secs(self.change_retention_hours * 3600),
         })
     }
+}
+
+/// Every key the configuration has, in the table's order (the fields of [`RawConfig`]).
+pub fn known_keys() -> Vec<String> {
+    let defaults = Figment::from(Serialized::defaults(RawConfig::default()));
+    match figment::Provider::data(&defaults) {
+        Ok(data) => data
+            .get(&figment::Profile::Default)
+            .map(|dict| dict.keys().cloned().collect())
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A key in the file that no setting has (a typo) stops startup, named.
+/// Environment variables are not checked: the environment holds many others.
+fn check_file_keys(file: &std::path::Path) -> Result<(), ConfigError> {
+    // Missing file: no data. (figment also looks in the parent directories.)
+    let data = figment::Provider::data(&Toml::file(file)).map_err(|e| {
+        ConfigError(format!(
+            "{}: {}",
+            file.display(),
+            e.to_string().replace('\n', " ")
+        ))
+    })?;
+    let known = known_keys();
+    for dict in data.values() {
+        if let Some(key) = dict.keys().find(|k| !known.contains(k)) {
+            return Err(ConfigError(format!(
+                "`{key}` in {} is not a configuration key (see chronos.example.toml)",
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where each key's value came from: `default`, the file, or the variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources(std::collections::BTreeMap<String, String>);
+
+impl Sources {
+    fn of(figment: &Figment) -> Self {
+        let mut sources = std::collections::BTreeMap::new();
+        for key in known_keys() {
+            let source = match figment.find_metadata(&key) {
+                Some(meta) => match &meta.source {
+                    Some(figment::Source::File(path)) => format!("from {}", path.display()),
+                    _ if meta.name.contains("environment") => {
+                        let mut var = meta.interpolate(&figment::Profile::Default, &[key.as_str()]);
+                        if meta.name.contains("CHRONOS_") && !var.starts_with("CHRONOS_") {
+                            var.insert_str(0, "CHRONOS_");
+                        }
+                        format!("from ${var}")
+                    }
+                    _ => "default".to_owned(),
+                },
+                None => "default".to_owned(),
+            };
+            sources.insert(key, source);
+        }
+        Self(sources)
+    }
+
+    /// The source of `key` (`default` when unknown).
+    pub fn get(&self, key: &str) -> &str {
+        self.0.get(key).map_or("default", String::as_str)
+    }
+}
+
+/// What `redacted_lines` shows for a key that is not set.
+pub const UNSET: &str = "(unset)";
+
+/// A TOML string literal.
+fn quoted(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -283,25 +415,29 @@ impl Config {
             .map(|base| format!("{}/calendar/webhook", base.as_str().trim_end_matches('/')))
     }
 
-    /// The effective configuration as TOML-like `key = value` lines, secrets redacted.
+    /// The effective configuration, key by key, as TOML literals, secrets
+    /// redacted; [`UNSET`] for a key that is not set.
     pub fn redacted_lines(&self) -> Vec<(String, String)> {
         let secret = |s: &Option<Secret>| {
             s.as_ref()
-                .map_or_else(|| "(unset)".to_owned(), |_| "***".to_owned())
+                .map_or_else(|| UNSET.to_owned(), |_| quoted("***"))
         };
-        let opt = |s: Option<String>| s.unwrap_or_else(|| "(unset)".to_owned());
+        let opt = |s: Option<String>| s.map_or_else(|| UNSET.to_owned(), |v| quoted(&v));
         vec![
-            ("database_url".into(), self.database_url.redacted()),
-            ("bind".into(), self.bind.to_string()),
+            ("database_url".into(), quoted(&self.database_url.redacted())),
+            ("bind".into(), quoted(&self.bind.to_string())),
             (
                 "webhook_base_url".into(),
                 opt(self.webhook_base_url.as_ref().map(Url::to_string)),
             ),
             (
                 "google_api_base_url".into(),
-                self.google_api_base_url.to_string(),
+                quoted(self.google_api_base_url.as_str()),
             ),
-            ("google_token_url".into(), self.google_token_url.to_string()),
+            (
+                "google_token_url".into(),
+                quoted(self.google_token_url.as_str()),
+            ),
             (
                 "google_client_id".into(),
                 opt(self.google_client_id.clone()),
@@ -328,8 +464,12 @@ impl Config {
                 self.channel_ttl.as_secs().to_string(),
             ),
             (
+                "stopped_channel_retention_hours".into(),
+                (self.stopped_channel_retention.as_secs() / 3600).to_string(),
+            ),
+            (
                 "log_format".into(),
-                format!("{:?}", self.log_format).to_ascii_lowercase(),
+                quoted(&format!("{:?}", self.log_format).to_ascii_lowercase()),
             ),
             ("encryption_key".into(), secret(&self.encryption_key)),
             (
@@ -337,6 +477,22 @@ impl Config {
                 (self.change_retention.as_secs() / 3600).to_string(),
             ),
         ]
+    }
+
+    /// `chronos-server config`: valid TOML, one key a line with where its
+    /// value came from as a comment; unset keys commented out; secrets `"***"`.
+    pub fn to_toml(&self, sources: &Sources) -> String {
+        let mut out =
+            String::from("# chronos-server: the effective configuration (secrets redacted)\n");
+        for (key, value) in self.redacted_lines() {
+            let source = sources.get(&key);
+            if value == UNSET {
+                out.push_str(&format!("# {key} is unset ({source})\n"));
+            } else {
+                out.push_str(&format!("{key} = {value}  # {source}\n"));
+            }
+        }
+        out
     }
 }
 
@@ -463,6 +619,95 @@ mod tests {
             jail.set_env("CHRONOS_SYNC_DEBOUNCE_MS", "soon");
             let err = Config::load().unwrap_err().to_string();
             assert!(err.contains("`sync_debounce_ms`"), "{err}");
+            Ok(())
+        });
+    }
+
+    fn example_file() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../chronos.example.toml")
+    }
+
+    #[test]
+    fn example_file_loads_through_the_real_parser_and_holds_the_defaults() {
+        let example = example_file();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHRONOS_CONFIG", example.display().to_string());
+            let loaded = RawConfig::load().map_err(|e| e.to_string())?;
+            assert_eq!(loaded, RawConfig::default());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn example_file_lists_every_key() {
+        let text = std::fs::read_to_string(example_file()).unwrap();
+        for key in known_keys() {
+            let listed = text.lines().any(|line| {
+                let line = line.trim_start_matches('#').trim_start();
+                line.starts_with(&format!("{key} ="))
+            });
+            assert!(listed, "chronos.example.toml does not list `{key}`");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "chronos.toml",
+                "bind = \"127.0.0.1:9000\"\nadmin_tokn = \"x\"\n",
+            )?;
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("`admin_tokn`"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_chronos_variables_stay_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHRONOS_SOMETHING_ELSE", "1");
+            Config::load().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bare_port_as_bind_names_the_expected_form() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CHRONOS_BIND", "8085");
+            let err = Config::load().unwrap_err().to_string();
+            assert!(err.contains("`bind`") && err.contains("host:port"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn config_output_is_toml_with_sources_and_no_secrets() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("chronos.toml", "sync_debounce_ms = 250\n")?;
+            jail.set_env("CHRONOS_ADMIN_TOKEN", "super-secret-admin-token");
+            jail.set_env("WEBHOOK_BASE_URL", "https://hooks.example.com");
+            let (raw, sources) = RawConfig::load_with_sources().map_err(|e| e.to_string())?;
+            let out = raw.validate().map_err(|e| e.to_string())?.to_toml(&sources);
+            assert!(!out.contains("super-secret-admin-token"), "{out}");
+            let parsed: toml::Table = out.parse().map_err(|e| format!("{e}: {out}"))?;
+            assert_eq!(parsed["sync_debounce_ms"].as_integer(), Some(250));
+            assert_eq!(parsed["admin_token"].as_str(), Some("***"));
+            assert!(!parsed.contains_key("google_client_id"), "{out}");
+            assert!(out.contains("sync_debounce_ms = 250  # from /"), "{out}");
+            assert!(out.contains("chronos.toml\n"), "{out}");
+            assert!(out.contains("# from $CHRONOS_ADMIN_TOKEN"), "{out}");
+            assert!(out.contains("# from $WEBHOOK_BASE_URL"), "{out}");
+            assert!(
+                out.contains("bind = \"127.0.0.1:8080\"  # default"),
+                "{out}"
+            );
+            assert!(
+                out.contains("# google_client_id is unset (default)"),
+                "{out}"
+            );
             Ok(())
         });
     }

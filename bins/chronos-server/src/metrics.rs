@@ -26,8 +26,14 @@ pub const EVENTS_APPLIED: &str = "chronos_sync_events_applied_total";
 /// safety-net poll) to the successful end of the sync that served it.
 pub const NOTIFICATION_TO_SYNC: &str = "chronos_notification_to_sync_seconds";
 /// Channel registrations by `kind` (`first`, `renewal`) and `outcome`
-/// (`registered`, `failed`, `polling`).
+/// (`registered`, `failed`, `polling`, `lease_lost`, `error`).
 pub const REGISTRATIONS: &str = "chronos_channel_registrations_total";
+/// Watches whose answer was lost (timeout, 5xx, or `channelIdNotUnique` on a
+/// retry): the channel may exist at Google, so it is kept and stopped once the
+/// calendar's resource id is known.
+pub const MAYBE_CREATED: &str = "chronos_channel_watch_maybe_created_total";
+/// Rows of channels stopped longer than `stopped_channel_retention_hours`, deleted.
+pub const STOPPED_CHANNELS_DELETED: &str = "chronos_stopped_channels_deleted_total";
 /// Channel stops by `outcome` (`stopped`, `retry`, `error`).
 pub const STOPS: &str = webhook_http::internal::STOPS_METRIC;
 /// Calendars by `state` (`pending`, `syncing`, `idle`, `failing`, `needs_reauth`, `gone`).

@@ -4,12 +4,13 @@
 use crate::config::Config;
 use anyhow::Context as _;
 use clap::Subcommand;
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 #[cfg(test)]
 use sync_domain::admin::ChannelView;
 use sync_domain::admin::{CalendarAdmin as _, CalendarView, StopOutcome, stop_channel};
 use sync_domain::ports::{CalendarApi, Clock, SystemClock};
-use sync_domain::{CalendarId, GoogleCalendarId, UserId};
+use sync_domain::{CalendarId, GoogleCalendarId, RefreshToken, UserId};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -47,6 +48,49 @@ pub enum CalendarsCommand {
         /// The calendar's id (UUID).
         id: String,
     },
+}
+
+/// `users` verbs.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Store or replace a user's Google credentials: the refresh token is read
+    /// from standard input (never an argument: it stays out of shell history and `ps`).
+    SetCredentials {
+        /// The user's id.
+        user_id: String,
+    },
+}
+
+/// The refresh token from standard input: the first non-empty line, trimmed.
+fn read_refresh_token(input: &mut dyn std::io::Read) -> anyhow::Result<RefreshToken> {
+    let mut text = String::new();
+    input
+        .read_to_string(&mut text)
+        .context("reading the refresh token from standard input")?;
+    let token = text.lines().map(str::trim).find(|l| !l.is_empty());
+    let Some(token) = token else {
+        anyhow::bail!(
+            "no refresh token on standard input (e.g. `chronos-server users set-credentials alice < token.txt`)"
+        );
+    };
+    Ok(RefreshToken::new(token.to_owned()))
+}
+
+/// Runs one `users` verb; returns what to print.
+pub async fn run_users(config: &Config, command: UsersCommand) -> anyhow::Result<String> {
+    match command {
+        UsersCommand::SetCredentials { user_id } => {
+            let user = UserId::parse(user_id)?;
+            // The database first: no token is asked for a command that cannot store it.
+            let store = crate::preflight::open_existing_store(config).await?;
+            if std::io::stdin().is_terminal() {
+                eprintln!("paste {user}'s refresh token, then Enter and Ctrl-D:");
+            }
+            let token = read_refresh_token(&mut std::io::stdin().lock())?;
+            store.put_credentials(&user, &token).await?;
+            Ok(format!("stored Google credentials for {user}"))
+        }
+    }
 }
 
 fn when(t: Option<OffsetDateTime>) -> String {
@@ -199,7 +243,7 @@ fn parse_id(raw: &str) -> anyhow::Result<CalendarId> {
 
 /// Runs one `calendars` verb against the configured database; returns what to print.
 pub async fn run(config: &Config, command: CalendarsCommand) -> anyhow::Result<String> {
-    let store = crate::app::open_store(config).await?;
+    let store = crate::preflight::open_existing_store(config).await?;
     match command {
         CalendarsCommand::List { user } => {
             let user = user.map(UserId::parse).transpose()?;
@@ -241,10 +285,23 @@ pub async fn run(config: &Config, command: CalendarsCommand) -> anyhow::Result<S
                 .disconnect_calendar(id)
                 .await?
                 .with_context(|| format!("no calendar {id}"))?;
+            let mut lines = vec![format!("disconnected {id}")];
+            let missing = crate::preflight::google_settings_missing(config);
+            if !missing.is_empty() {
+                // The channels are retired (due for a stop); a running server
+                // with the Google settings stops them.
+                for channel in &channels {
+                    lines.push(format!(
+                        "channel {} retired; the running server stops it at Google ({} not set here)",
+                        channel.channel_id,
+                        missing.join(", ")
+                    ));
+                }
+                return Ok(lines.join("\n"));
+            }
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let google: Arc<dyn CalendarApi> =
                 crate::app::google_client(config, &store, Arc::clone(&clock))?;
-            let mut lines = vec![format!("disconnected {id}")];
             for channel in &channels {
                 let outcome =
                     stop_channel(&store, google.as_ref(), channel, clock.now(), 0.5).await?;

@@ -27,8 +27,12 @@ pub enum ChangesCommand {
     },
 }
 
-/// How long each read waits for entries.
+/// How long each read waits for entries. On PostgreSQL the wait is woken by
+/// `NOTIFY` from the servers; on SQLite the server is another process whose
+/// commits cannot wake this one, so the CLI re-reads every couple of seconds.
 const WAIT: Duration = Duration::from_secs(30);
+/// See [`WAIT`].
+const SQLITE_WAIT: Duration = Duration::from_secs(2);
 
 /// One readable line for an entry.
 pub fn entry_line(entry: &ChangeEntry) -> String {
@@ -68,7 +72,7 @@ pub async fn run(config: &Config, command: ChangesCommand) -> anyhow::Result<()>
             CalendarId::parse(raw).with_context(|| format!("`{raw}` is not a calendar id (a UUID)"))
         })
         .transpose()?;
-    let store = crate::app::open_store(config).await?;
+    let store = crate::preflight::open_existing_store(config).await?;
     let after = if from_start {
         Some(store.oldest_cursor().await?)
     } else {
@@ -80,13 +84,17 @@ pub async fn run(config: &Config, command: ChangesCommand) -> anyhow::Result<()>
         calendar_id,
         user_id: None,
     };
+    let wait = match config.database_url {
+        sync_store::DatabaseUrl::Postgres(_) => WAIT,
+        sync_store::DatabaseUrl::Sqlite(_) => SQLITE_WAIT,
+    };
     let listener = store.listen_for_changes(async {
         let _ = tokio::signal::ctrl_c().await;
     });
     let follow = async {
         let mut out = std::io::stdout();
         loop {
-            let page = store.changes(&query, WAIT).await?;
+            let page = store.changes(&query, wait).await?;
             for entry in &page.changes {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(entry)?)?;

@@ -9,6 +9,7 @@
 //! `Debug`/`Display` print `***` (a test scans a full scenario's debug logs).
 
 use crate::config::LogFormat;
+use std::io::IsTerminal as _;
 use tracing_subscriber::EnvFilter;
 
 /// Where log lines go.
@@ -23,6 +24,11 @@ pub enum LogTarget {
 /// Installs the global subscriber (once; later calls are ignored, as in tests).
 pub fn init(format: LogFormat, target: LogTarget) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a terminal, never into files or pipes.
+    let ansi = match target {
+        LogTarget::Stdout => std::io::stdout().is_terminal(),
+        LogTarget::Stderr => std::io::stderr().is_terminal(),
+    };
     let writer = match target {
         LogTarget::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
         LogTarget::Stderr => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
@@ -30,7 +36,8 @@ pub fn init(format: LogFormat, target: LogTarget) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder

@@ -22,6 +22,28 @@ fn chronos(dir: &std::path::Path) -> Command {
     command
 }
 
+/// Runs `command` to its end, or kills it after `secs` (a server that should
+/// have refused to start): the output so far, and whether it exited by itself.
+fn output_within(command: &mut Command, secs: u64) -> (std::process::Output, bool) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut exited = true;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            exited = false;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child.wait_with_output().unwrap(), exited)
+}
+
 #[test]
 fn bad_configuration_stops_startup_with_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +82,7 @@ fn postgres_without_encryption_key_is_refused_clearly() {
 }
 
 #[test]
-fn config_prints_the_effective_configuration_with_secrets_redacted() {
+fn config_prints_valid_toml_with_each_source_and_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("chronos.toml"), "sync_debounce_ms = 250\n").unwrap();
     let output = chronos(dir.path())
@@ -71,13 +93,353 @@ fn config_prints_the_effective_configuration_with_secrets_redacted() {
         .unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(stdout.contains("sync_debounce_ms = 250"), "{stdout}");
+    assert!(!stdout.contains("super-secret-admin-token"));
+    let parsed: toml::Table = stdout.parse().unwrap_or_else(|e| panic!("{e}\n{stdout}"));
+    assert_eq!(parsed["sync_debounce_ms"].as_integer(), Some(250));
+    assert_eq!(
+        parsed["webhook_base_url"].as_str(),
+        Some("https://hooks.example.com/")
+    );
+    assert_eq!(parsed["admin_token"].as_str(), Some("***"));
+    assert!(!parsed.contains_key("google_client_id"), "{stdout}");
+    assert!(stdout.contains("# from $CHRONOS_ADMIN_TOKEN"), "{stdout}");
+    assert!(stdout.contains("# from $WEBHOOK_BASE_URL"), "{stdout}");
+    assert!(stdout.contains("chronos.toml\n"), "{stdout}");
+    assert!(stdout.contains("\"127.0.0.1:8080\"  # default"), "{stdout}");
+    assert!(stdout.contains("# google_client_id is unset"), "{stdout}");
+}
+
+#[test]
+fn config_check_fails_on_postgres_without_a_key_naming_encryption_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = chronos(dir.path())
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .args(["config", "--check"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("FAILED  encryption_key"), "{stdout}");
+    assert!(stdout.contains("FAILED  database_url"), "{stdout}");
+}
+
+#[test]
+fn config_check_passes_when_serve_would_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = chronos(dir.path())
+        .env("CHRONOS_BIND", "127.0.0.1:0")
+        .env("CHRONOS_GOOGLE_CLIENT_ID", "client")
+        .env("CHRONOS_GOOGLE_CLIENT_SECRET", "secret")
+        .args(["config", "--check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("all checks passed"), "{stdout}");
     assert!(
-        stdout.contains("webhook_base_url = https://hooks.example.com/"),
+        !dir.path().join("chronos.db").exists(),
+        "the check created the database"
+    );
+}
+
+#[test]
+fn config_check_names_missing_google_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = chronos(dir.path())
+        .env("CHRONOS_BIND", "127.0.0.1:0")
+        .args(["config", "--check"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("FAILED  google_client_id, google_client_secret"),
         "{stdout}"
     );
-    assert!(stdout.contains("admin_token = ***"), "{stdout}");
-    assert!(!stdout.contains("super-secret-admin-token"));
+}
+
+#[test]
+fn an_unknown_key_in_chronos_toml_stops_startup_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("chronos.toml"), "admin_tokn = \"x\"\n").unwrap();
+    let (output, exited) =
+        output_within(chronos(dir.path()).env("CHRONOS_BIND", "127.0.0.1:0"), 10);
+    assert!(exited && !output.status.success(), "started anyway");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("`admin_tokn`"), "{stderr}");
+}
+
+#[test]
+fn a_bare_port_as_bind_names_the_expected_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = chronos(dir.path())
+        .env("CHRONOS_BIND", "8085")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("`bind`") && stderr.contains("host:port"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid type"), "{stderr}");
+}
+
+#[test]
+fn version_names_the_git_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = chronos(dir.path()).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let expected = format!("chronos-server {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(stdout.starts_with(&expected), "{stdout}");
+    assert!(stdout.trim_end().ends_with(')'), "{stdout}");
+}
+
+#[test]
+fn cli_commands_never_create_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["calendars", "list"][..],
+        &[
+            "calendars",
+            "connect",
+            "--user",
+            "alice",
+            "--calendar",
+            "primary",
+        ],
+        &["users", "set-credentials", "alice"],
+    ] {
+        let output = chronos(dir.path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let looked = dir.path().join("chronos.db");
+        assert!(
+            stderr.contains(&looked.display().to_string()),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("CHRONOS_DATABASE_URL"), "{stderr}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "files created: {left:?}");
+}
+
+async fn set_credentials_reads_the_token_from_stdin(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = chronos(dir.path())
+        .env("CHRONOS_DATABASE_URL", db.url_string())
+        .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
+        .args(["users", "set-credentials", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"1//refresh-from-stdin\n").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored = sync_domain::ports::CredentialStore::credentials(
+        &store,
+        &sync_domain::UserId::parse("alice").unwrap(),
+    )
+    .await
+    .unwrap()
+    .expect("credentials stored");
+    assert_eq!(stored.refresh_token.expose(), "1//refresh-from-stdin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_set_credentials_reads_the_token_from_stdin_on_sqlite() {
+    set_credentials_reads_the_token_from_stdin(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_set_credentials_reads_the_token_from_stdin_on_postgres() {
+    set_credentials_reads_the_token_from_stdin(Backend::Postgres).await;
+}
+
+#[test]
+fn users_set_credentials_refuses_an_empty_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        chronos(dir.path())
+            .arg("migrate")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let output = chronos(dir.path())
+        .args(["users", "set-credentials", "alice"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("no refresh token on standard input"),
+        "{stderr}"
+    );
+}
+
+async fn disconnect_without_google_settings_leaves_the_stop(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.store().await;
+    let calendar = seed_calendar(&store, "user-1", "primary", CHANNEL, TOKEN).await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = chronos(dir.path())
+        .env("CHRONOS_DATABASE_URL", db.url_string())
+        .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
+        // Were Google called, nothing would answer here.
+        .env(
+            "CHRONOS_GOOGLE_API_BASE_URL",
+            "http://127.0.0.1:1/calendar/v3",
+        )
+        .args(["calendars", "disconnect", &calendar.id.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "channel {CHANNEL} retired; the running server stops it at Google"
+        )),
+        "{stdout}"
+    );
+    assert!(store.calendar(calendar.id).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendars_disconnect_without_google_settings_leaves_the_stop_to_the_server_on_sqlite() {
+    disconnect_without_google_settings_leaves_the_stop(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendars_disconnect_without_google_settings_leaves_the_stop_to_the_server_on_postgres() {
+    disconnect_without_google_settings_leaves_the_stop(Backend::Postgres).await;
+}
+
+/// A server on a fresh SQLite database in `dir`, its output in `dir/server.log`.
+fn serve_in(dir: &std::path::Path, port: u16) -> KillOnDrop {
+    let log = std::fs::File::create(dir.join(format!("server-{port}.log"))).unwrap();
+    let child = chronos(dir)
+        .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    KillOnDrop(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_the_same_sqlite_database_stops_naming_it_and_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = serve_in(dir.path(), port);
+    wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    let (output, exited) = output_within(
+        chronos(dir.path()).env("CHRONOS_BIND", format!("127.0.0.1:{}", free_port())),
+        10,
+    );
+    assert!(
+        exited && !output.status.success(),
+        "a second server started"
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(all.contains("chronos.db"), "{all}");
+    assert!(all.contains(&format!("process {}", first.0.id())), "{all}");
+    assert!(!all.contains("took over"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_commands_work_beside_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = serve_in(dir.path(), port);
+    wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    let output = chronos(dir.path())
+        .args([
+            "calendars",
+            "connect",
+            "--user",
+            "alice",
+            "--calendar",
+            "primary",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let list = chronos(dir.path())
+        .args(["calendars", "list"])
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    assert!(String::from_utf8_lossy(&list.stdout).contains("alice"));
+}
+
+/// The log of a server started with nothing configured, once it listens.
+async fn unconfigured_server_log() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = serve_in(dir.path(), port);
+    wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    // The channel worker's line follows its start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(server);
+    std::fs::read_to_string(dir.path().join(format!("server-{port}.log"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_says_what_is_switched_off_with_the_key_to_set() {
+    let log = unconfigured_server_log().await;
+    for key in ["admin_token", "webhook_base_url", "google_client_id"] {
+        let lines = log
+            .lines()
+            .filter(|l| l.contains(&format!("{key} ")))
+            .count();
+        assert_eq!(lines, 1, "{key}: {log}");
+    }
+    assert!(log.contains("CHRONOS_ADMIN_TOKEN"), "{log}");
+    assert!(log.contains("CHRONOS_GOOGLE_CLIENT_ID"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pretty_logs_carry_no_colour_codes_off_a_terminal() {
+    let log = unconfigured_server_log().await;
+    assert!(log.contains("chronos-server listening"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a file: {log:?}");
 }
 
 #[test]

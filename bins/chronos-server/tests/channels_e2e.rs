@@ -576,3 +576,273 @@ async fn two_instances(backend: Backend) {
     assert_eq!(ra.unwrap().registered + rb.unwrap().registered, 1);
     assert_eq!(google.watches().len(), 2);
 }
+
+/// Google's side when the answer to `events.watch` is lost: the first watch
+/// creates the channel but its answer is a 503, and the client's retry of the
+/// same call (same channel id) gets `400 channelIdNotUnique`.
+struct LostAnswer {
+    google: FakeGoogleCalendar,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl CalendarApi for LostAnswer {
+    async fn watch(
+        &self,
+        user_id: &UserId,
+        calendar: &GoogleCalendarId,
+        request: &WatchRequest,
+    ) -> Result<WatchedChannel, GoogleError> {
+        let granted = self.google.watch(user_id, calendar, request).await;
+        if self.lost.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            // 503 instead of `granted`; the generic retry re-sends the same id.
+            let retry = self.google.watch(user_id, calendar, request).await;
+            return Err(retry.err().unwrap_or(GoogleError::Transient("503".into())));
+        }
+        granted
+    }
+
+    async fn stop_channel(
+        &self,
+        user_id: &UserId,
+        channel_id: &ChannelId,
+        resource_id: &ResourceId,
+    ) -> Result<(), GoogleError> {
+        self.google
+            .stop_channel(user_id, channel_id, resource_id)
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        user_id: &UserId,
+        calendar: &GoogleCalendarId,
+        query: &EventsQuery,
+    ) -> Result<EventsPage, GoogleError> {
+        self.google.list_events(user_id, calendar, query).await
+    }
+
+    async fn list_calendars(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Vec<CalendarListEntry>, GoogleError> {
+        self.google.list_calendars(user_id).await
+    }
+}
+
+on_both_backends!(
+    a_channel_created_behind_a_lost_answer_is_stopped_within_a_minute,
+    lost_watch_answer
+);
+async fn lost_watch_answer(backend: Backend) {
+    let Some(app) = spawn(backend, |google| {
+        Arc::new(LostAnswer {
+            google,
+            lost: true.into(),
+        })
+    })
+    .await
+    else {
+        return;
+    };
+    let id = app.connect("alice").await;
+    app.wait_until("the watch whose answer was lost", || {
+        app.google.watches().len() == 1
+    })
+    .await;
+    let created = app.open();
+    assert_eq!(created.len(), 1, "Google created the channel");
+
+    // Within a minute the registration is retried, and every channel of the
+    // calendar except the current one is stopped.
+    app.clock.advance(Duration::from_secs(60));
+    let current = app.wait_for_channel(&id, None).await;
+    assert_ne!(current, created[0]);
+    app.wait_until("every channel but the current one stopped", || {
+        app.open() == vec![current.clone()]
+    })
+    .await;
+    assert_eq!(app.stopped(), created);
+}
+
+/// Google whose first `events.watch` is slow: the fake clock passes the
+/// channel lease before the call reaches Google, and the call waits until the
+/// test lets it go on.
+struct SlowFirstWatch {
+    google: FakeGoogleCalendar,
+    clock: Arc<FakeClock>,
+    slow: std::sync::atomic::AtomicBool,
+    entered: Arc<tokio::sync::Notify>,
+    proceed: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl CalendarApi for SlowFirstWatch {
+    async fn watch(
+        &self,
+        user_id: &UserId,
+        calendar: &GoogleCalendarId,
+        request: &WatchRequest,
+    ) -> Result<WatchedChannel, GoogleError> {
+        if self.slow.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.clock
+                .advance(ChannelSettings::default().lease + Duration::from_secs(1));
+            self.entered.notify_one();
+            self.proceed.notified().await;
+        }
+        self.google.watch(user_id, calendar, request).await
+    }
+
+    async fn stop_channel(
+        &self,
+        user_id: &UserId,
+        channel_id: &ChannelId,
+        resource_id: &ResourceId,
+    ) -> Result<(), GoogleError> {
+        self.google
+            .stop_channel(user_id, channel_id, resource_id)
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        user_id: &UserId,
+        calendar: &GoogleCalendarId,
+        query: &EventsQuery,
+    ) -> Result<EventsPage, GoogleError> {
+        self.google.list_events(user_id, calendar, query).await
+    }
+
+    async fn list_calendars(
+        &self,
+        user_id: &UserId,
+    ) -> Result<Vec<CalendarListEntry>, GoogleError> {
+        self.google.list_calendars(user_id).await
+    }
+}
+
+/// A store, a fake Google and a connected calendar, for worker-level tests.
+async fn worker_world(
+    db: &TestDb,
+) -> (
+    Store,
+    Arc<FakeClock>,
+    FakeGoogleCalendar,
+    sync_domain::CalendarId,
+) {
+    let clock = Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()));
+    let store = db.store().await.with_clock(clock.clone());
+    let google = FakeGoogleCalendar::with_clock(clock.clone());
+    let user = UserId::parse("erin").unwrap();
+    let primary = GoogleCalendarId::parse("primary").unwrap();
+    google.add_calendar(&user, &primary);
+    store
+        .put_refresh_token(&user, &RefreshToken::new("1//r"))
+        .await
+        .unwrap();
+    let (calendar, _) = store.connect_calendar(&user, &primary).await.unwrap();
+    (store, clock, google, calendar.id)
+}
+
+fn worker_on(
+    db: &TestDb,
+    store: &Store,
+    clock: &Arc<FakeClock>,
+    calendar: Arc<dyn CalendarApi>,
+    name: &str,
+) -> ChannelWorker {
+    ChannelWorker::new(
+        WorkerContext {
+            store: store.clone(),
+            calendar,
+            clock: clock.clone(),
+            config: Arc::new(raw_config(db).validate().unwrap()),
+            instance_id: name.to_owned(),
+            entropy: Arc::new(chronos_server::entropy::OsEntropy),
+        },
+        ChannelSettings::default(),
+    )
+}
+
+on_both_backends!(
+    a_channel_granted_after_the_lease_lapsed_is_not_made_current,
+    lease_lapsed_during_watch
+);
+async fn lease_lapsed_during_watch(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, clock, google, calendar) = worker_world(&db).await;
+    let (entered, proceed) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let slow = SlowFirstWatch {
+        google: google.clone(),
+        clock: clock.clone(),
+        slow: true.into(),
+        entered: entered.clone(),
+        proceed: proceed.clone(),
+    };
+    let a = Arc::new(worker_on(&db, &store, &clock, Arc::new(slow), "instance-a"));
+    let b = worker_on(&db, &store, &clock, Arc::new(google.clone()), "instance-b");
+
+    let first = tokio::spawn({
+        let a = a.clone();
+        async move { a.tick().await.unwrap() }
+    });
+    entered.notified().await;
+    // A's lease lapsed while its watch was on its way: B registers its own.
+    assert_eq!(b.tick().await.unwrap().registered, 1);
+    proceed.notify_one();
+    let report = first.await.unwrap();
+    assert_eq!((report.registered, report.lease_lost), (0, 1));
+
+    let watches = google.watches();
+    assert_eq!(watches.len(), 2);
+    let (b_channel, a_channel) = (
+        &watches[0].request.channel_id,
+        &watches[1].request.channel_id,
+    );
+    let current = store.calendar(calendar).await.unwrap().unwrap().channel_id;
+    assert_eq!(current.as_deref(), Some(b_channel.as_str()));
+    // A's channel is stopped at Google, B's stays.
+    b.tick().await.unwrap();
+    assert_eq!(
+        store.channel_state(a_channel).await.unwrap(),
+        Some(sync_domain::channel::ChannelState::Stopped)
+    );
+    let open: Vec<ChannelId> = google
+        .open_channels()
+        .into_iter()
+        .map(|c| c.channel_id)
+        .collect();
+    assert_eq!(open, vec![b_channel.clone()]);
+}
+
+on_both_backends!(
+    stopped_channels_are_deleted_after_the_retention,
+    stopped_channel_retention
+);
+async fn stopped_channel_retention(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let (store, clock, google, calendar) = worker_world(&db).await;
+    let worker = worker_on(&db, &store, &clock, Arc::new(google.clone()), "instance-a");
+    assert_eq!(worker.tick().await.unwrap().registered, 1);
+    let channel = google.watches()[0].request.channel_id.clone();
+    store.disconnect_calendar(calendar).await.unwrap();
+    clock.advance(sync_domain::renewal::DISCONNECT_STOP_GRACE + Duration::from_secs(1));
+    assert_eq!(worker.tick().await.unwrap().stopped, 1);
+    let stopped = Some(sync_domain::channel::ChannelState::Stopped);
+    assert_eq!(store.channel_state(&channel).await.unwrap(), stopped);
+
+    let retention = sync_domain::renewal::STOPPED_CHANNEL_RETENTION;
+    clock.advance(retention - Duration::from_secs(60));
+    assert_eq!(worker.tick().await.unwrap().deleted, 0);
+    assert_eq!(store.channel_state(&channel).await.unwrap(), stopped);
+    clock.advance(Duration::from_secs(120));
+    assert_eq!(worker.tick().await.unwrap().deleted, 1);
+    assert_eq!(store.channel_state(&channel).await.unwrap(), None);
+}

@@ -380,7 +380,7 @@ async fn put_settings(
     HttpResponse::Ok().json(settings)
 }
 
-/// `GET /fake/channels`: open channels (with their address) and every stop, in order.
+/// `GET /fake/channels`: open channels (with their address and token) and every stop, in order.
 async fn channels(google: web::Data<FakeGoogle>) -> HttpResponse {
     let open = google.calendar().open_channels();
     let watches = google.calendar().watches();
@@ -397,6 +397,9 @@ async fn channels(google: web::Data<FakeGoogle>) -> HttpResponse {
                 "user_id": w.user_id.as_str(),
                 "calendar_id": w.calendar.as_str(),
                 "address": w.request.address,
+                // A development tool: the token is shown so hand-sent
+                // notifications can carry it (Google never shows it).
+                "token": w.request.token.expose(),
                 "expiration": w.granted.expires_at.map(|at| (at.unix_timestamp_nanos() / 1_000_000).to_string()),
             })
         })

@@ -104,7 +104,7 @@ pub struct ChannelToStop {
 
 /// What the internal API and the CLI need from the store.
 #[async_trait]
-pub trait CalendarAdmin: Send + Sync + 'static {
+pub trait CalendarAdmin: StopLedger {
     /// Stores or replaces a user's refresh token (clears a needs-reauth mark).
     async fn put_credentials(
         &self,
@@ -141,7 +141,12 @@ pub trait CalendarAdmin: Send + Sync + 'static {
     /// and mirrored events deleted. Returns the channels to stop, or `None` if
     /// the calendar was not connected.
     async fn disconnect(&self, id: CalendarId) -> Result<Option<Vec<ChannelToStop>>, StoreError>;
+}
 
+/// Where the outcome of a `channels.stop` is recorded: the part of the store
+/// that the internal API, the CLI and the channel worker share.
+#[async_trait]
+pub trait StopLedger: Send + Sync + 'static {
     /// Records that a channel is stopped at Google.
     async fn channel_stopped(&self, channel_id: &ChannelId) -> Result<(), StoreError>;
 
@@ -165,8 +170,8 @@ pub enum StopOutcome {
 
 /// Stops one channel at Google and records the outcome: the one procedure the
 /// internal API, the CLI and the channel worker share. `jitter` in `[0, 1)`.
-pub async fn stop_channel(
-    admin: &dyn CalendarAdmin,
+pub async fn stop_channel<L: StopLedger + ?Sized>(
+    admin: &L,
     google: &dyn CalendarApi,
     channel: &ChannelToStop,
     now: OffsetDateTime,

@@ -6,6 +6,7 @@
 //! - [`notification`]: a Google push notification parsed from its headers;
 //! - [`verification`]: the webhook's decision table (SPEC section 2);
 //! - [`schedule`]: the sync coalescing rule (SPEC section 6);
+//! - [`channel`]: the watch channel's states, transitions and the channel worker's store port;
 //! - [`renewal`]: when channels are renewed, retried and given up on (SPEC section 7);
 //! - [`admin`]: the internal API's port and views (SPEC section 5);
 //! - [`changes`]: the change feed's entries, cursors, retention rules and port;
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod calendar;
 pub mod changes;
+pub mod channel;
 pub mod ids;
 pub mod notification;
 pub mod ports;

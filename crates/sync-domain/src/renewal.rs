@@ -27,6 +27,11 @@ pub const OVERLAP: Duration = Duration::from_secs(60);
 /// After this long a channel still `registering` is abandoned: the process that
 /// called `events.watch` died (or never got an answer) and will not finish it.
 pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long the channel worker leaves a disconnected calendar's channels to the
+/// disconnecting caller, who stops them at once; after that it stops them itself.
+pub const DISCONNECT_STOP_GRACE: Duration = Duration::from_secs(30);
+/// How long a stopped channel's row is kept (for the record) before it is deleted.
+pub const STOPPED_CHANNEL_RETENTION: Duration = Duration::from_secs(72 * 3600);
 
 /// When a granted channel is renewed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

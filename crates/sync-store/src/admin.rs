@@ -4,7 +4,7 @@ use crate::calendars::Calendar;
 use crate::store::Store;
 use async_trait::async_trait;
 use sync_domain::admin::{
-    CalendarAdmin, CalendarView, ChannelToStop, ChannelView, EventCursor, EventView,
+    CalendarAdmin, CalendarView, ChannelToStop, ChannelView, EventCursor, EventView, StopLedger,
 };
 use sync_domain::ports::{CredentialStore as _, StoreError};
 use sync_domain::{CalendarId, ChannelId, GoogleCalendarId, RefreshToken, UserId};
@@ -98,7 +98,10 @@ impl CalendarAdmin for Store {
     async fn disconnect(&self, id: CalendarId) -> Result<Option<Vec<ChannelToStop>>, StoreError> {
         self.disconnect_calendar(id).await
     }
+}
 
+#[async_trait]
+impl StopLedger for Store {
     async fn channel_stopped(&self, channel_id: &ChannelId) -> Result<(), StoreError> {
         self.mark_channel_stopped(channel_id).await
     }

@@ -1,14 +1,13 @@
 //! Connected calendars and their watch channels.
 
-use crate::channels::{push_mode, retire_active_channels, state};
 use crate::pool::{query_error, with_conn};
-use crate::schema::{calendar_sync_state as cs, watch_channels as wc};
+use crate::schema::calendar_sync_state as cs;
 use crate::store::Store;
 use crate::timestamps::{from_db, to_db};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use sync_domain::ports::StoreError;
-use sync_domain::{CalendarId, ChannelId, ChannelToken, GoogleCalendarId, ResourceId, UserId};
+use sync_domain::{CalendarId, GoogleCalendarId, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
@@ -96,12 +95,7 @@ impl TryFrom<CalendarRow> for Calendar {
     }
 }
 
-/// A channel about to be registered with `events.watch`.
-#[derive(Debug, Clone)]
-pub struct NewChannel {
-    pub channel_id: ChannelId,
-    pub token: ChannelToken,
-}
+pub use sync_domain::channel::NewChannel;
 
 impl Store {
     /// Connects a calendar, or returns the existing one for the same pair
@@ -199,86 +193,5 @@ impl Store {
                 .map_err(query_error)?
         });
         rows.into_iter().map(Calendar::try_from).collect()
-    }
-
-    /// Persists a channel before `events.watch` is called, so Google's `sync`
-    /// handshake (which may arrive before the call returns) meets a known channel.
-    pub async fn insert_registering_channel(
-        &self,
-        calendar: &Calendar,
-        channel: &NewChannel,
-    ) -> Result<(), StoreError> {
-        let now = to_db(self.clock.now());
-        with_conn!(&self.pool, |conn| {
-            diesel::insert_into(wc::table)
-                .values((
-                    wc::channel_id.eq(channel.channel_id.as_str()),
-                    wc::calendar_id.eq(Some(calendar.id.to_string())),
-                    wc::user_id.eq(&calendar.user_id),
-                    wc::google_calendar_id.eq(&calendar.google_calendar_id),
-                    wc::token.eq(channel.token.expose()),
-                    wc::state.eq(state::REGISTERING),
-                    wc::created_at.eq(now),
-                    wc::updated_at.eq(now),
-                ))
-                .execute(conn)
-                .await
-                .map_err(query_error)?;
-        });
-        Ok(())
-    }
-
-    /// Makes a registered channel the calendar's current one (the seed columns of
-    /// `calendar_sync_state`), and marks the channel it replaces for stopping.
-    pub async fn activate_channel(
-        &self,
-        calendar_id: CalendarId,
-        channel_id: &ChannelId,
-        resource_id: &ResourceId,
-        expires_at: Option<OffsetDateTime>,
-    ) -> Result<(), StoreError> {
-        let now = to_db(self.clock.now());
-        let expires = expires_at.map(to_db);
-        let calendar = calendar_id.to_string();
-        let channel = channel_id.as_str();
-        with_conn!(&self.pool, |conn| {
-            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                let token: String = diesel::update(wc::table.find(channel))
-                    .set((
-                        wc::state.eq(state::ACTIVE),
-                        wc::resource_id.eq(Some(resource_id.as_str())),
-                        wc::expires_at.eq(expires),
-                        wc::updated_at.eq(now),
-                    ))
-                    .returning(wc::token)
-                    .get_result(conn)
-                    .await?;
-                // The previous current channel keeps working until it is stopped.
-                retire_active_channels!(
-                    &mut *conn,
-                    wc::table
-                        .filter(wc::calendar_id.eq(Some(&calendar)))
-                        .filter(wc::channel_id.ne(channel)),
-                    now,
-                    now
-                )?;
-                diesel::update(cs::table.find(&calendar))
-                    .set((
-                        cs::webhook_channel_id.eq(Some(channel)),
-                        cs::webhook_resource_id.eq(Some(resource_id.as_str())),
-                        cs::webhook_expires_at.eq(expires),
-                        cs::webhook_channel_token.eq(Some(token)),
-                        cs::webhook_last_message_number.eq(None::<i64>),
-                        cs::push_mode.eq(push_mode::PUSH),
-                        cs::updated_at.eq(now),
-                    ))
-                    .execute(conn)
-                    .await?;
-                Ok(())
-            })
-            .await
-            .map_err(query_error)?;
-        });
-        Ok(())
     }
 }

@@ -58,3 +58,107 @@ where
 }
 
 use diesel::RunQueryDsl as _;
+
+/// The versions not yet applied; connects but applies nothing (for
+/// `chronos-server config --check`). On SQLite the file must exist: opening a
+/// missing one would create it.
+pub async fn pending(url: &DatabaseUrl) -> anyhow::Result<Vec<String>> {
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || match &url {
+        DatabaseUrl::Postgres(raw) => {
+            let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(raw)
+                .with_context(|| format!("connecting to {}", url.redacted()))?;
+            unapplied(&mut conn, POSTGRES)
+        }
+        DatabaseUrl::Sqlite(path) => {
+            if !path.exists() {
+                anyhow::bail!("{} does not exist", path.display());
+            }
+            let mut conn = establish_sqlite(&path.to_string_lossy())
+                .with_context(|| format!("opening {}", url.redacted()))?;
+            unapplied(&mut conn, SQLITE)
+        }
+    })
+    .await
+    .context("migration task panicked")?
+}
+
+fn unapplied<C>(conn: &mut C, migrations: EmbeddedMigrations) -> anyhow::Result<Vec<String>>
+where
+    C: MigrationHarness<<C as diesel::Connection>::Backend> + diesel::Connection,
+{
+    let pending = conn
+        .pending_migrations(migrations)
+        .map_err(|e| anyhow::anyhow!("reading the applied migrations: {e}"))?;
+    Ok(pending.iter().map(|m| m.name().to_string()).collect())
+}
+
+/// The migration versions already released, in order, as Diesel reports them
+/// (the folder name's `YYYY-MM-DD-NNNNNN` without dashes). A new migration must sort
+/// after the last of these (see `docs/architecture.md`, "Migrations"); add its
+/// version here when it ships.
+#[cfg(test)]
+const RELEASED: &[&str] = &["20261129000001", "20261210000001", "20261211000001"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::migration::MigrationSource as _;
+
+    fn versions<DB: diesel::backend::Backend>(source: &EmbeddedMigrations) -> Vec<String> {
+        let migrations: Vec<Box<dyn diesel::migration::Migration<DB>>> = source
+            .migrations()
+            .expect("reading the embedded migrations");
+        let mut versions: Vec<String> = migrations
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect();
+        versions.sort();
+        versions
+    }
+
+    fn postgres() -> Vec<String> {
+        versions::<diesel::pg::Pg>(&POSTGRES)
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migration_versions() {
+        assert_eq!(postgres(), versions::<diesel::sqlite::Sqlite>(&SQLITE));
+    }
+
+    #[test]
+    fn migration_versions_are_dated_with_a_counter() {
+        for version in postgres() {
+            let well_formed = version.len() == 14
+                && version.bytes().all(|b| b.is_ascii_digit())
+                && time::Date::parse(
+                    &version[..8],
+                    time::macros::format_description!("[year][month][day]"),
+                )
+                .is_ok();
+            assert!(
+                well_formed,
+                "{version}: the folder is not YYYY-MM-DD-NNNNNN_name"
+            );
+        }
+    }
+
+    #[test]
+    fn new_migrations_sort_after_every_released_one() {
+        let all = postgres();
+        let last_released = RELEASED.last().expect("at least one released migration");
+        for released in RELEASED {
+            assert!(
+                all.iter().any(|v| v == released),
+                "released {released} is missing"
+            );
+        }
+        for version in all.iter().filter(|v| !RELEASED.contains(&v.as_str())) {
+            assert!(
+                version.as_str() > *last_released,
+                "migration {version} sorts before the released {last_released}: \
+                 take the newest version's date and the next counter"
+            );
+        }
+    }
+}

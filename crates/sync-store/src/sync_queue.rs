@@ -8,7 +8,7 @@
 //! so a worker whose lease expired and was taken over changes nothing.
 
 use crate::calendars::sync_state::{FAILING, GONE, IDLE, NEEDS_REAUTH, PENDING};
-use crate::channels::{push_mode, retire_active_channels, state};
+use crate::channels::{push_mode, retire_active_channels};
 use crate::events::page_rows;
 use crate::pool::{DbPool, query_error, with_conn};
 use crate::schema::{calendar_events as ce, calendar_sync_state as cs, watch_channels as wc};

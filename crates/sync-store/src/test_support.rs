@@ -74,17 +74,16 @@ impl TestDb {
             return None;
         };
         let name = format!("chronos_test_{}", uuid::Uuid::new_v4().simple());
+        let template = migrated_template(&admin_url).await;
         let mut admin = AsyncPgConnection::establish(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("connecting to {TEST_DATABASE_URL}: {e}"));
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
+        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
             .execute(&mut admin)
             .await
-            .expect("creating a test database");
-        let mut url = url::Url::parse(&admin_url).expect("CHRONOS_TEST_DATABASE_URL is a URL");
-        url.set_path(&name);
+            .expect("creating a test database from the migrated template");
         Some(Self {
-            url: DatabaseUrl::Postgres(url.to_string()),
+            url: DatabaseUrl::Postgres(database_url(&admin_url, &name)),
             _dir: None,
             postgres: Some((admin_url, name)),
         })
@@ -108,6 +107,100 @@ impl TestDb {
             DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
         }
     }
+}
+
+/// `admin_url` with its database name replaced by `name`.
+fn database_url(admin_url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(admin_url).expect("CHRONOS_TEST_DATABASE_URL is a URL");
+    url.set_path(name);
+    url.to_string()
+}
+
+/// The name of a PostgreSQL database holding exactly the current migrations,
+/// created (and migrated) the first time any test asks for it.
+///
+/// Test databases are cloned from it with `CREATE DATABASE … TEMPLATE`, which
+/// copies files instead of replaying every migration per test. The name carries
+/// a hash of the migration files, so an edited or added migration gets a fresh
+/// template, and checkouts with different migrations never share one.
+async fn migrated_template(admin_url: &str) -> String {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let name = format!("chronos_template_{:016x}", migrations_fingerprint());
+            let mut admin = AsyncPgConnection::establish(admin_url)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {TEST_DATABASE_URL}: {e}"));
+            // One builder at a time across test processes; the others wait, then find it.
+            diesel::sql_query(format!("SELECT pg_advisory_lock({TEMPLATE_LOCK})"))
+                .execute(&mut admin)
+                .await
+                .expect("taking the template lock");
+            let exists = diesel::sql_query(format!(
+                "SELECT 1 AS one FROM pg_database WHERE datname = '{name}'"
+            ))
+            .execute(&mut admin)
+            .await
+            .expect("looking up the template database")
+                > 0;
+            if !exists {
+                let building = format!("{name}_building");
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("dropping a half-built template");
+                diesel::sql_query(format!("CREATE DATABASE {building}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("creating the template database");
+                let url = DatabaseUrl::Postgres(database_url(admin_url, &building));
+                crate::migrations::run_pending(&url)
+                    .await
+                    .expect("migrating the template database");
+                // The rename is the commit point: a crash before it leaves only `_building`.
+                diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("publishing the template database");
+            }
+            diesel::sql_query(format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK})"))
+                .execute(&mut admin)
+                .await
+                .expect("releasing the template lock");
+            name
+        })
+        .await
+        .clone()
+}
+
+/// An arbitrary constant: the advisory lock serialising template builds.
+const TEMPLATE_LOCK: i64 = 0x0043_6872_6f54_706c;
+
+/// A hash of every PostgreSQL migration file's path and contents.
+fn migrations_fingerprint() -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
+    let mut files = Vec::new();
+    let mut pending = vec![dir.clone()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).expect("reading the migrations folder") {
+            let path = entry.expect("reading a migrations entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for file in files {
+        file.strip_prefix(&dir).unwrap_or(&file).hash(&mut hasher);
+        std::fs::read(&file)
+            .expect("reading a migration file")
+            .hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 impl TestDb {

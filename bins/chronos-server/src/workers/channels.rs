@@ -15,15 +15,18 @@
 
 use super::WorkerContext;
 use anyhow::Context as _;
+use std::sync::Arc;
 use std::time::Duration;
 use sync_domain::admin::{StopOutcome, stop_channel};
-use sync_domain::calendar::{GoogleError, WatchRequest};
-use sync_domain::ports::Entropy;
+use sync_domain::calendar::{CalendarApi, GoogleError, WatchRequest};
+use sync_domain::channel::{
+    Activation, ChannelStore, ChannelWork, FailedRegistration, FailedWatch, GrantedChannel,
+    NewChannel,
+};
+use sync_domain::ports::{Clock, Entropy};
 use sync_domain::renewal::{self, RenewalPlan};
 use sync_domain::secret::CHANNEL_TOKEN_BYTES;
 use sync_domain::{ChannelId, ChannelToken};
-use sync_store::calendars::NewChannel;
-use sync_store::channels::ChannelWork;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -32,14 +35,20 @@ use tracing::Instrument as _;
 pub struct ChannelSettings {
     /// Pause between ticks.
     pub tick: Duration,
-    /// How long a claim on a calendar lasts if this instance dies holding it.
+    /// How long a claim on a calendar lasts if this instance dies holding it;
+    /// renewed just before each calendar's `events.watch`.
     pub lease: Duration,
-    /// Calendars claimed, and channels stopped, per tick at most.
+    /// Calendars worked on, and channels stopped, per tick at most.
     pub batch: i64,
+    /// Calendars claimed at once: small, so that calendars waiting behind slow
+    /// `events.watch` calls are not held under a lease that lapses meanwhile.
+    pub claim_batch: i64,
     /// How long the replaced channel stays open after a switch-over.
     pub overlap: Duration,
     /// After this long, a channel still `registering` counts as abandoned.
     pub registration_timeout: Duration,
+    /// How long a stopped channel's row is kept before it is deleted.
+    pub stopped_retention: Duration,
 }
 
 impl Default for ChannelSettings {
@@ -48,8 +57,20 @@ impl Default for ChannelSettings {
             tick: Duration::from_secs(1),
             lease: Duration::from_secs(300),
             batch: 50,
+            claim_batch: 5,
             overlap: renewal::OVERLAP,
             registration_timeout: renewal::REGISTRATION_TIMEOUT,
+            stopped_retention: renewal::STOPPED_CHANNEL_RETENTION,
+        }
+    }
+}
+
+impl ChannelSettings {
+    /// The defaults, with what the configuration sets.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            stopped_retention: config.stopped_channel_retention,
+            ..Self::default()
         }
     }
 }
@@ -61,17 +82,53 @@ pub struct TickReport {
     pub registered: usize,
     /// Registrations that failed and will be retried.
     pub failed: usize,
+    /// Channels granted after this instance lost the calendar's lease: retired.
+    pub lease_lost: usize,
     /// Calendars switched to polling.
     pub polling: usize,
     /// Channels stopped at Google.
     pub stopped: usize,
     /// Stops that failed and will be retried.
     pub stop_failed: usize,
+    /// Rows of long-stopped channels deleted.
+    pub deleted: usize,
+}
+
+/// What the channel worker works with: the ports and the two settings it
+/// reads from the configuration.
+#[derive(Clone)]
+pub struct ChannelPorts {
+    pub store: Arc<dyn ChannelStore>,
+    pub calendar: Arc<dyn CalendarApi>,
+    pub clock: Arc<dyn Clock>,
+    /// Randomness for channel ids, tokens and jitter.
+    pub entropy: Arc<dyn Entropy>,
+    /// `{webhook_base_url}/calendar/webhook`; `None`: no registration.
+    pub webhook_address: Option<String>,
+    /// The lifetime asked of Google for new channels.
+    pub channel_ttl: Duration,
+    /// Identifies this instance in leases.
+    pub instance_id: String,
+}
+
+impl ChannelPorts {
+    /// The ports of an instance's context (the real store).
+    pub fn from_context(context: &WorkerContext) -> Self {
+        Self {
+            store: Arc::new(context.store.clone()),
+            calendar: Arc::clone(&context.calendar),
+            clock: Arc::clone(&context.clock),
+            entropy: Arc::clone(&context.entropy),
+            webhook_address: context.config.webhook_address(),
+            channel_ttl: context.config.channel_ttl,
+            instance_id: context.instance_id.clone(),
+        }
+    }
 }
 
 /// The channel worker of one instance.
 pub struct ChannelWorker {
-    context: WorkerContext,
+    ports: ChannelPorts,
     settings: ChannelSettings,
 }
 
@@ -104,33 +161,68 @@ fn new_channel(entropy: &dyn Entropy) -> anyhow::Result<NewChannel> {
 impl ChannelWorker {
     /// A worker over the instance's context.
     pub fn new(context: WorkerContext, settings: ChannelSettings) -> Self {
-        Self { context, settings }
+        Self::with_ports(ChannelPorts::from_context(&context), settings)
     }
 
-    /// One pass: register or renew what is due, recover abandoned channels, stop what is due.
+    /// A worker over explicit ports (tests inject fakes).
+    pub fn with_ports(ports: ChannelPorts, settings: ChannelSettings) -> Self {
+        Self { ports, settings }
+    }
+
+    /// One pass: register or renew what is due, recover abandoned channels,
+    /// stop what is due, delete rows stopped longer than the retention.
     pub async fn tick(&self) -> anyhow::Result<TickReport> {
         let mut report = TickReport::default();
-        if let Some(address) = self.context.config.webhook_address() {
-            self.register_due(&address, &mut report).await?;
+        if let Some(address) = &self.ports.webhook_address {
+            self.register_due(address, &mut report).await?;
         }
         self.stop_due(&mut report).await?;
+        self.delete_stopped(&mut report).await?;
         Ok(report)
     }
 
     async fn register_due(&self, address: &str, report: &mut TickReport) -> anyhow::Result<()> {
-        let store = &self.context.store;
-        let owner = self.context.instance_id.as_str();
-        let claimed = store
-            .claim_channel_work(owner, self.settings.lease, self.settings.batch)
-            .await
-            .context("claiming calendars due for a channel")?;
-        for work in claimed {
-            let calendar_id = work.calendar_id;
-            let span = tracing::info_span!("channel", calendar_id = %calendar_id);
-            if let Err(e) = self.register(&work, address, report).instrument(span).await {
-                count_registration(&work, "error");
-                tracing::warn!(calendar_id = %calendar_id, error = %format!("{e:#}"), "channel registration step failed; the lease will lapse and it is retried");
-                let _ = store.release_channel_lease(calendar_id, owner).await;
+        let store = &self.ports.store;
+        let owner = self.ports.instance_id.as_str();
+        let mut handled = 0;
+        while handled < self.settings.batch {
+            let limit = self
+                .settings
+                .claim_batch
+                .clamp(1, self.settings.batch - handled);
+            let claimed = store
+                .claim_channel_work(owner, self.settings.lease, limit)
+                .await
+                .context("claiming calendars due for a channel")?;
+            let count = i64::try_from(claimed.len()).unwrap_or(i64::MAX);
+            handled = handled.saturating_add(count);
+            for work in claimed {
+                let calendar_id = work.calendar_id;
+                // The calendar may have waited behind slow watches: take the
+                // lease afresh, or leave it if another instance has it now.
+                match store
+                    .renew_channel_lease(calendar_id, owner, self.settings.lease)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(calendar_id = %calendar_id, "channel lease lost before registration; left to its new holder");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(calendar_id = %calendar_id, error = %e, "renewing the channel lease failed; it lapses and the calendar is retried");
+                        continue;
+                    }
+                }
+                let span = tracing::info_span!("channel", calendar_id = %calendar_id);
+                if let Err(e) = self.register(&work, address, report).instrument(span).await {
+                    count_registration(&work, "error");
+                    tracing::warn!(calendar_id = %calendar_id, error = %format!("{e:#}"), "channel registration step failed; the lease will lapse and it is retried");
+                    let _ = store.release_channel_lease(calendar_id, owner).await;
+                }
+            }
+            if count < limit {
+                break;
             }
         }
         Ok(())
@@ -144,63 +236,67 @@ impl ChannelWorker {
         address: &str,
         report: &mut TickReport,
     ) -> anyhow::Result<()> {
-        let store = &self.context.store;
-        let owner = self.context.instance_id.as_str();
-        let Some(calendar) = store.calendar(work.calendar_id).await? else {
-            return Ok(()); // disconnected since the claim
-        };
-        let channel = new_channel(self.context.entropy.as_ref())?;
-        store
-            .insert_registering_channel(&calendar, &channel)
+        let store = &self.ports.store;
+        let owner = self.ports.instance_id.as_str();
+        let channel = new_channel(self.ports.entropy.as_ref())?;
+        let persisted = store
+            .begin_registration(work, &channel)
             .await
             .context("persisting the channel before events.watch")?;
+        if !persisted {
+            return Ok(()); // disconnected since the claim
+        }
         let request = WatchRequest {
             channel_id: channel.channel_id.clone(),
             token: channel.token.clone(),
             address: address.to_owned(),
-            ttl: self.context.config.channel_ttl,
+            ttl: self.ports.channel_ttl,
         };
         let watched = self
-            .context
+            .ports
             .calendar
             .watch(&work.user_id, &work.google_calendar_id, &request)
             .await;
-        let now = self.context.clock.now();
+        let now = self.ports.clock.now();
         match watched {
             Ok(granted) => {
-                store
-                    .activate_channel(
-                        work.calendar_id,
-                        &granted.channel_id,
-                        &granted.resource_id,
-                        granted.expires_at,
-                    )
-                    .await
-                    .context("activating the new channel")?;
                 let plan = RenewalPlan::new(
                     now,
                     granted.expires_at,
-                    self.context.config.channel_ttl,
-                    self.context.entropy.unit(),
+                    self.ports.channel_ttl,
+                    self.ports.entropy.unit(),
                 );
-                store
-                    .channel_registered(
-                        work.calendar_id,
+                let activation = store
+                    .channel_registered(GrantedChannel {
+                        calendar_id: work.calendar_id,
+                        channel_id: &granted.channel_id,
+                        resource_id: &granted.resource_id,
+                        expires_at: granted.expires_at,
                         owner,
-                        plan.renew_at,
-                        self.settings.overlap,
-                    )
-                    .await?;
-                tracing::info!(
-                    calendar_id = %work.calendar_id,
-                    channel_id = %granted.channel_id,
-                    replaced = work.current_channel_id.as_deref().unwrap_or("-"),
-                    expires_at = %plan.expires_at,
-                    renew_at = %plan.renew_at,
-                    "channel registered"
-                );
-                count_registration(work, "registered");
-                report.registered += 1;
+                        renew_at: plan.renew_at,
+                        overlap: self.settings.overlap,
+                    })
+                    .await
+                    .context("activating the new channel")?;
+                match activation {
+                    Activation::Activated => {
+                        tracing::info!(
+                            calendar_id = %work.calendar_id,
+                            channel_id = %granted.channel_id,
+                            replaced = work.current_channel_id.as_deref().unwrap_or("-"),
+                            expires_at = %plan.expires_at,
+                            renew_at = %plan.renew_at,
+                            "channel registered"
+                        );
+                        count_registration(work, "registered");
+                        report.registered += 1;
+                    }
+                    Activation::LeaseLost => {
+                        tracing::warn!(calendar_id = %work.calendar_id, channel_id = %granted.channel_id, "channel granted after the lease was lost; retired instead of made current");
+                        count_registration(work, "lease_lost");
+                        report.lease_lost += 1;
+                    }
+                }
             }
             Err(GoogleError::PushNotSupported) => {
                 store
@@ -222,22 +318,24 @@ impl ChannelWorker {
                 let retry_at = renewal::retry_at(
                     now,
                     failures,
-                    self.context.entropy.unit(),
+                    self.ports.entropy.unit(),
                     work.current_expires_at,
                 );
-                // A timeout or 5xx may still have created the channel at Google.
-                let maybe_created = matches!(error, GoogleError::Transient(_));
+                let outcome = FailedWatch::classify(&error);
+                if outcome == FailedWatch::MaybeCreated {
+                    metrics::counter!(crate::metrics::MAYBE_CREATED).increment(1);
+                }
                 store
-                    .channel_registration_failed(
-                        work.calendar_id,
-                        &channel.channel_id,
+                    .channel_registration_failed(FailedRegistration {
+                        calendar_id: work.calendar_id,
+                        channel_id: &channel.channel_id,
                         owner,
-                        &error.to_string(),
+                        error: &error.to_string(),
                         retry_at,
-                        maybe_created,
-                    )
+                        outcome,
+                    })
                     .await?;
-                tracing::warn!(calendar_id = %work.calendar_id, %error, %retry_at, "channel registration failed; retrying later");
+                tracing::warn!(calendar_id = %work.calendar_id, %error, %retry_at, maybe_created = outcome == FailedWatch::MaybeCreated, "channel registration failed; retrying later");
                 count_registration(work, "failed");
                 report.failed += 1;
             }
@@ -246,12 +344,12 @@ impl ChannelWorker {
     }
 
     async fn stop_due(&self, report: &mut TickReport) -> anyhow::Result<()> {
-        let store = &self.context.store;
-        let now = self.context.clock.now();
+        let store = &self.ports.store;
+        let now = self.ports.clock.now();
         let recovered = store
             .retire_abandoned_channels(
                 now - self.settings.registration_timeout,
-                self.context.config.channel_ttl,
+                self.ports.channel_ttl,
             )
             .await
             .context("retiring abandoned channels")?;
@@ -267,11 +365,11 @@ impl ChannelWorker {
             .context("listing channels due for stopping")?;
         for channel in due {
             let outcome = stop_channel(
-                store,
-                self.context.calendar.as_ref(),
+                store.as_ref(),
+                self.ports.calendar.as_ref(),
                 &channel,
                 now,
-                self.context.entropy.unit(),
+                self.ports.entropy.unit(),
             )
             .await?;
             match outcome {
@@ -289,11 +387,36 @@ impl ChannelWorker {
         }
         Ok(())
     }
+
+    /// Deletes the rows of channels stopped longer than the retention ago.
+    async fn delete_stopped(&self, report: &mut TickReport) -> anyhow::Result<()> {
+        let now = self.ports.clock.now();
+        let Some(cutoff) = time::Duration::try_from(self.settings.stopped_retention)
+            .ok()
+            .and_then(|retention| now.checked_sub(retention))
+        else {
+            return Ok(());
+        };
+        let deleted = self
+            .ports
+            .store
+            .delete_stopped_channels(cutoff, self.settings.batch)
+            .await
+            .context("deleting long-stopped channels")?;
+        if deleted > 0 {
+            tracing::debug!(channels = deleted, "deleted long-stopped channels");
+            metrics::counter!(crate::metrics::STOPPED_CHANNELS_DELETED)
+                .increment(u64::try_from(deleted).unwrap_or(u64::MAX));
+            report.deleted += deleted;
+        }
+        Ok(())
+    }
 }
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(context: WorkerContext, shutdown: CancellationToken) {
-    run_with(context, ChannelSettings::default(), shutdown).await;
+    let settings = ChannelSettings::from_config(&context.config);
+    run_with(context, settings, shutdown).await;
 }
 
 /// As [`run`], with explicit settings.
@@ -316,5 +439,299 @@ pub async fn run_with(
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(settings.tick) => {}
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use google_client::fakes::{FakeGoogleCalendar, FakeMethod};
+    use sync_domain::calendar::{CalendarListEntry, EventsPage, EventsQuery, WatchedChannel};
+    use sync_domain::channel::{CHANNEL_ID_NOT_UNIQUE, ChannelState, PushMode};
+    use sync_domain::fakes::{CountingEntropy, FakeClock, InMemoryChannelStore};
+    use sync_domain::{CalendarId, GoogleCalendarId, ResourceId, UserId};
+
+    const ME: &str = "instance-a";
+
+    struct World {
+        clock: Arc<FakeClock>,
+        store: Arc<InMemoryChannelStore>,
+        google: FakeGoogleCalendar,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let clock = Arc::new(FakeClock::new(time::OffsetDateTime::UNIX_EPOCH));
+            Self {
+                store: Arc::new(InMemoryChannelStore::new(clock.clone())),
+                google: FakeGoogleCalendar::with_clock(clock.clone()),
+                clock,
+            }
+        }
+
+        /// A calendar connected here and existing at Google.
+        fn calendar(&self, n: u128) -> CalendarId {
+            let id = CalendarId::from_uuid(uuid::Uuid::from_u128(n + 1));
+            let user = UserId::parse(format!("user-{n}")).unwrap();
+            let primary = GoogleCalendarId::parse("primary").unwrap();
+            self.google.add_calendar(&user, &primary);
+            self.store.add_calendar(id, user, primary);
+            id
+        }
+
+        fn worker(&self, calendar: Arc<dyn CalendarApi>) -> ChannelWorker {
+            ChannelWorker::with_ports(
+                ChannelPorts {
+                    store: self.store.clone(),
+                    calendar,
+                    clock: self.clock.clone(),
+                    entropy: Arc::new(CountingEntropy::default()),
+                    webhook_address: Some("https://chronos.example.com/calendar/webhook".into()),
+                    channel_ttl: Duration::from_secs(604_800),
+                    instance_id: ME.into(),
+                },
+                ChannelSettings::default(),
+            )
+        }
+
+        fn plain_worker(&self) -> ChannelWorker {
+            self.worker(Arc::new(self.google.clone()))
+        }
+
+        fn state_of(&self, channel: &ChannelId) -> Option<ChannelState> {
+            self.store
+                .channels()
+                .into_iter()
+                .find(|c| &c.channel_id == channel)
+                .map(|c| c.state)
+        }
+    }
+
+    /// Google, with something happening just before each `events.watch`.
+    struct BeforeWatch<F> {
+        google: FakeGoogleCalendar,
+        before: F,
+    }
+
+    #[async_trait]
+    impl<F: Fn() + Send + Sync + 'static> CalendarApi for BeforeWatch<F> {
+        async fn watch(
+            &self,
+            user_id: &UserId,
+            calendar: &GoogleCalendarId,
+            request: &WatchRequest,
+        ) -> Result<WatchedChannel, GoogleError> {
+            (self.before)();
+            self.google.watch(user_id, calendar, request).await
+        }
+
+        async fn stop_channel(
+            &self,
+            user_id: &UserId,
+            channel_id: &ChannelId,
+            resource_id: &ResourceId,
+        ) -> Result<(), GoogleError> {
+            self.google
+                .stop_channel(user_id, channel_id, resource_id)
+                .await
+        }
+
+        async fn list_events(
+            &self,
+            user_id: &UserId,
+            calendar: &GoogleCalendarId,
+            query: &EventsQuery,
+        ) -> Result<EventsPage, GoogleError> {
+            self.google.list_events(user_id, calendar, query).await
+        }
+
+        async fn list_calendars(
+            &self,
+            user_id: &UserId,
+        ) -> Result<Vec<CalendarListEntry>, GoogleError> {
+            self.google.list_calendars(user_id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_channel_becomes_current_and_its_renewal_is_scheduled() {
+        let world = World::new();
+        let id = world.calendar(0);
+        let report = world.plain_worker().tick().await.unwrap();
+        assert_eq!(report.registered, 1);
+        let channels = world.store.channels();
+        assert_eq!(channels.len(), 1);
+        assert_eq!(channels[0].state, ChannelState::Active);
+        let calendar = world.store.calendar(id).unwrap();
+        assert_eq!(
+            calendar.work.current_channel_id.as_deref(),
+            Some(channels[0].channel_id.as_str())
+        );
+        assert!(calendar.lease.is_none(), "lease released");
+        assert!(calendar.next_attempt_at.unwrap() > world.clock.now());
+        assert_eq!(world.google.open_channels().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn push_not_supported_switches_the_calendar_to_polling() {
+        let world = World::new();
+        let id = world.calendar(0);
+        world.google.set_push_supported(
+            &UserId::parse("user-0").unwrap(),
+            &GoogleCalendarId::parse("primary").unwrap(),
+            false,
+        );
+        let report = world.plain_worker().tick().await.unwrap();
+        assert_eq!(report.polling, 1);
+        assert_eq!(
+            world.store.calendar(id).unwrap().push_mode,
+            PushMode::Polling
+        );
+        assert_eq!(world.store.channels()[0].state, ChannelState::Stopped);
+    }
+
+    #[tokio::test]
+    async fn a_refused_watch_closes_its_channel_and_is_retried() {
+        let world = World::new();
+        let id = world.calendar(0);
+        world.google.fail_next(
+            FakeMethod::Watch,
+            [GoogleError::Other {
+                status: 400,
+                reason: "invalid".into(),
+                message: "bad address".into(),
+            }],
+        );
+        let report = world.plain_worker().tick().await.unwrap();
+        assert_eq!(report.failed, 1);
+        assert_eq!(world.store.channels()[0].state, ChannelState::Stopped);
+        let calendar = world.store.calendar(id).unwrap();
+        assert_eq!(calendar.work.failure_count, 1);
+        assert!(calendar.next_attempt_at.unwrap() > world.clock.now());
+    }
+
+    #[tokio::test]
+    async fn a_watch_whose_answer_was_lost_is_kept_and_stopped_once_the_resource_id_is_known() {
+        let world = World::new();
+        world.calendar(0);
+        // The client's retry of a watch Google had created finds the id taken.
+        world.google.fail_next(
+            FakeMethod::Watch,
+            [GoogleError::Other {
+                status: 400,
+                reason: CHANNEL_ID_NOT_UNIQUE.into(),
+                message: "Channel id not unique".into(),
+            }],
+        );
+        let worker = world.plain_worker();
+        worker.tick().await.unwrap();
+        let lost = world.store.channels()[0].channel_id.clone();
+        assert_eq!(world.state_of(&lost), Some(ChannelState::Retiring));
+
+        world.clock.advance(Duration::from_secs(60));
+        // The next registration reveals the resource id: stopped in the same tick.
+        let report = worker.tick().await.unwrap();
+        assert_eq!((report.registered, report.stopped), (1, 1));
+        assert_eq!(world.state_of(&lost), Some(ChannelState::Stopped));
+        assert!(world.google.stops().iter().any(|s| s.channel_id == lost));
+    }
+
+    #[tokio::test]
+    async fn calendars_are_claimed_in_small_batches() {
+        let world = World::new();
+        for n in 0..12 {
+            world.calendar(n);
+        }
+        let report = world.plain_worker().tick().await.unwrap();
+        assert_eq!(report.registered, 12);
+        assert_eq!(world.store.claim_sizes(), vec![5, 5, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_calendar_whose_lease_was_taken_while_it_waited_is_left_to_its_new_holder() {
+        let world = World::new();
+        let first = world.calendar(0);
+        let second = world.calendar(1);
+        let (store, clock) = (world.store.clone(), world.clock.clone());
+        // While the first calendar's watch is slow, the second's lease lapses
+        // and another instance takes it.
+        let google = BeforeWatch {
+            google: world.google.clone(),
+            before: move || {
+                clock.advance(Duration::from_secs(301));
+                store.set_lease(second, "instance-b", clock.now() + Duration::from_secs(300));
+            },
+        };
+        let report = world.worker(Arc::new(google)).tick().await.unwrap();
+        assert_eq!(report.registered, 1);
+        assert_eq!(world.google.watches().len(), 1);
+        assert!(
+            world
+                .store
+                .calendar(first)
+                .unwrap()
+                .work
+                .current_channel_id
+                .is_some()
+        );
+        assert!(
+            world
+                .store
+                .calendar(second)
+                .unwrap()
+                .work
+                .current_channel_id
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_channel_granted_after_the_lease_was_lost_is_retired_not_made_current() {
+        let world = World::new();
+        let id = world.calendar(0);
+        let (store, clock) = (world.store.clone(), world.clock.clone());
+        let google = BeforeWatch {
+            google: world.google.clone(),
+            before: move || {
+                store.set_lease(id, "instance-b", clock.now() + Duration::from_secs(300))
+            },
+        };
+        let report = world.worker(Arc::new(google)).tick().await.unwrap();
+        assert_eq!((report.registered, report.lease_lost), (0, 1));
+        assert!(
+            world
+                .store
+                .calendar(id)
+                .unwrap()
+                .work
+                .current_channel_id
+                .is_none()
+        );
+        // Google holds it and nobody uses it: stopped in the same tick.
+        let channel = world.store.channels()[0].clone();
+        assert_eq!(channel.state, ChannelState::Stopped);
+        assert_eq!(report.stopped, 1);
+    }
+
+    #[tokio::test]
+    async fn stopped_channels_are_deleted_after_the_retention() {
+        let world = World::new();
+        let id = world.calendar(0);
+        let worker = world.plain_worker();
+        worker.tick().await.unwrap();
+        let channel = world.store.channels()[0].channel_id.clone();
+        world.store.disconnect(id);
+        worker.tick().await.unwrap();
+        assert_eq!(world.state_of(&channel), Some(ChannelState::Stopped));
+
+        world
+            .clock
+            .advance(renewal::STOPPED_CHANNEL_RETENTION - Duration::from_secs(60));
+        assert_eq!(worker.tick().await.unwrap().deleted, 0);
+        world.clock.advance(Duration::from_secs(120));
+        assert_eq!(worker.tick().await.unwrap().deleted, 1);
+        assert_eq!(world.state_of(&channel), None);
     }
 }

@@ -68,6 +68,13 @@ impl SyncOptions {
     }
 }
 
+/// What a completed sync applied, for its `sync completed` line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Applied {
+    events: u64,
+    pages: u64,
+}
+
 /// Runs the sync worker of `context` until `shutdown` is cancelled.
 pub async fn run(context: WorkerContext, shutdown: CancellationToken) {
     SyncWorker::from_context(&context).run(shutdown).await;
@@ -263,7 +270,18 @@ impl SyncWorker {
             };
             let started = Instant::now();
             let outcome = tokio::select! {
-                outcome = self.sync(&claim) => self.settle(&claim, outcome).await,
+                outcome = self.sync(&claim) => {
+                    if let Ok(done) = &outcome {
+                        tracing::info!(
+                            google_calendar_id = %claim.google_calendar_id,
+                            events_applied = done.events,
+                            pages = done.pages,
+                            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                            "sync completed"
+                        );
+                    }
+                    self.settle(&claim, outcome.map(|_| ())).await
+                }
                 () = self.heartbeat(&claim) => {
                     tracing::warn!("lease lost during the sync; abandoning it");
                     "lease_lost"
@@ -304,9 +322,10 @@ impl SyncWorker {
     }
 
     /// Incremental sync from the stored token, or a full sync without one (or after a 410).
-    async fn sync(&self, claim: &Claim) -> Result<(), SyncError> {
+    async fn sync(&self, claim: &Claim) -> Result<Applied, SyncError> {
         let mut token = claim.sync_token.clone();
         let mut generation = claim.generation;
+        let mut applied = Applied::default();
         loop {
             if token.is_none() {
                 generation = self
@@ -315,12 +334,15 @@ impl SyncWorker {
                     .await?
                     .ok_or(SyncError::LeaseLost)?;
             }
-            match self.pass(claim, token.as_deref(), generation).await {
+            match self
+                .pass(claim, token.as_deref(), generation, &mut applied)
+                .await
+            {
                 Err(SyncError::Google(GoogleError::FullSyncRequired)) if token.is_some() => {
                     tracing::info!("sync token expired (410): full resync");
                     token = None;
                 }
-                outcome => return outcome,
+                outcome => return outcome.map(|()| applied),
             }
         }
     }
@@ -332,6 +354,7 @@ impl SyncWorker {
         claim: &Claim,
         sync_token: Option<&str>,
         generation: i64,
+        applied: &mut Applied,
     ) -> Result<(), SyncError> {
         let fetch = |page_token: Option<String>| {
             let query = EventsQuery {
@@ -383,6 +406,8 @@ impl SyncWorker {
                 return Err(SyncError::LeaseLost);
             }
             metrics::counter!(crate::metrics::EVENTS_APPLIED).increment(page.items.len() as u64);
+            applied.events += page.items.len() as u64;
+            applied.pages += 1;
             let Some(next) = next else {
                 tracing::debug!("synced");
                 return Ok(());

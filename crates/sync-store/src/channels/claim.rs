@@ -1,0 +1,187 @@
+//! Channel work claimed under a lease: which calendars need a channel
+//! registered or renewed, so that exactly one instance works on a calendar.
+//! A dead instance's lease simply expires.
+
+use super::{ChannelWork, corrupt, push_mode};
+use crate::pool::{DbPool, checkout, query_error, with_conn};
+use crate::schema::calendar_sync_state as cs;
+use crate::store::Store;
+use crate::timestamps::{from_db, to_db};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use std::time::Duration;
+use sync_domain::ports::StoreError;
+use sync_domain::{CalendarId, GoogleCalendarId, UserId};
+use time::PrimitiveDateTime;
+
+type WorkRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<PrimitiveDateTime>,
+    i32,
+);
+
+/// Releases `owner`'s channel lease on a calendar (a no-op if it is not held).
+macro_rules! release {
+    ($conn:expr, $calendar:expr, $owner:expr) => {
+        diesel::update(
+            $crate::schema::calendar_sync_state::table
+                .filter($crate::schema::calendar_sync_state::id.eq($calendar))
+                .filter($crate::schema::calendar_sync_state::channel_lease_owner.eq($owner)),
+        )
+        .set((
+            $crate::schema::calendar_sync_state::channel_lease_owner.eq(None::<String>),
+            $crate::schema::calendar_sync_state::channel_lease_expires_at
+                .eq(None::<time::PrimitiveDateTime>),
+        ))
+        .execute($conn)
+        .await
+    };
+}
+pub(crate) use release;
+
+/// Whether a calendar is due for channel work at `$now` and its lease is free.
+macro_rules! due_and_free {
+    ($query:expr, $now:expr) => {
+        $query
+            .filter(cs::push_mode.eq(push_mode::PUSH))
+            .filter(cs::sync_state.ne(crate::calendars::sync_state::GONE))
+            .filter(
+                cs::channel_next_attempt_at
+                    .is_null()
+                    .or(cs::channel_next_attempt_at.le($now)),
+            )
+            .filter(
+                cs::channel_lease_owner
+                    .is_null()
+                    .or(cs::channel_lease_expires_at.le($now)),
+            )
+    };
+}
+
+/// Takes the lease on those of `$ids` still due and free: the conditions are
+/// checked again by the `UPDATE` itself, so two instances racing for the same
+/// calendar cannot both win.
+macro_rules! claim_update {
+    ($conn:expr, $ids:expr, $owner:expr, $now:expr, $until:expr) => {
+        diesel::update(due_and_free!(cs::table.filter(cs::id.eq_any($ids)), $now))
+            .set((
+                cs::channel_lease_owner.eq(Some($owner)),
+                cs::channel_lease_expires_at.eq(Some($until)),
+            ))
+            .returning((
+                cs::id,
+                cs::user_id,
+                cs::google_calendar_id,
+                cs::webhook_channel_id,
+                cs::webhook_expires_at,
+                cs::channel_failure_count,
+            ))
+            .get_results::<WorkRow>($conn)
+            .await
+    };
+}
+
+/// Up to `$limit` candidate calendars, most overdue first.
+macro_rules! candidates {
+    ($now:expr, $limit:expr) => {
+        due_and_free!(cs::table, $now)
+            .order(cs::channel_next_attempt_at.asc())
+            .limit($limit)
+            .select(cs::id)
+    };
+}
+
+impl Store {
+    /// Claims up to `limit` calendars needing channel work for `owner`, for
+    /// `lease`. While the lease holds, no other instance gets them. (A
+    /// calendar's next renewal time lives in `channel_next_attempt_at`, so one
+    /// column orders first registrations, renewals and retries alike.)
+    pub async fn claim_channel_work(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<ChannelWork>, StoreError> {
+        let now = self.clock.now();
+        let (now_db, until) = (to_db(now), to_db(now + lease));
+        let rows: Vec<WorkRow> = match &self.pool {
+            // The one backend difference: PostgreSQL skips calendars another
+            // instance is claiming right now instead of queueing behind its lock.
+            DbPool::Postgres(pool) => {
+                use diesel_async::AsyncConnection as _;
+                let mut conn = checkout(pool).await?;
+                conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                    let ids: Vec<String> = candidates!(now_db, limit)
+                        .for_update()
+                        .skip_locked()
+                        .load(conn)
+                        .await?;
+                    claim_update!(conn, ids, owner, now_db, until)
+                })
+                .await
+                .map_err(query_error)?
+            }
+            DbPool::Sqlite(pool) => {
+                let mut conn = checkout(pool).await?;
+                let ids: Vec<String> = candidates!(now_db, limit)
+                    .load(&mut *conn)
+                    .await
+                    .map_err(query_error)?;
+                claim_update!(&mut *conn, ids, owner, now_db, until).map_err(query_error)?
+            }
+        };
+        rows.into_iter()
+            .map(|(id, user, calendar, channel, expires, failures)| {
+                Ok(ChannelWork {
+                    calendar_id: CalendarId::parse(&id).map_err(|e| corrupt("calendar id", e))?,
+                    user_id: UserId::parse(user).map_err(|e| corrupt("user id", e))?,
+                    google_calendar_id: GoogleCalendarId::parse(calendar)
+                        .map_err(|e| corrupt("google calendar id", e))?,
+                    current_channel_id: channel,
+                    current_expires_at: expires.map(from_db),
+                    failure_count: failures,
+                })
+            })
+            .collect()
+    }
+
+    /// Extends `owner`'s lease on a calendar to `lease` from now; `false` if
+    /// `owner` no longer holds it.
+    pub async fn renew_channel_lease(
+        &self,
+        calendar_id: CalendarId,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let until = to_db(self.clock.now() + lease);
+        let calendar = calendar_id.to_string();
+        let renewed = with_conn!(&self.pool, |conn| {
+            diesel::update(
+                cs::table
+                    .filter(cs::id.eq(&calendar))
+                    .filter(cs::channel_lease_owner.eq(owner)),
+            )
+            .set(cs::channel_lease_expires_at.eq(Some(until)))
+            .execute(&mut *conn)
+            .await
+            .map_err(query_error)?
+        });
+        Ok(renewed == 1)
+    }
+
+    /// Gives a calendar's lease back without changing its schedule (shutdown).
+    pub async fn release_channel_lease(
+        &self,
+        calendar_id: CalendarId,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        let calendar = calendar_id.to_string();
+        with_conn!(&self.pool, |conn| {
+            release!(&mut *conn, &calendar, owner).map_err(query_error)?;
+        });
+        Ok(())
+    }
+}

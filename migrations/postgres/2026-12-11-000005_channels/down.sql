@@ -1,0 +1,6 @@
+DROP INDEX watch_channels_google_calendar;
+DROP INDEX watch_channels_active_calendar;
+DROP INDEX watch_channels_stopped;
+DROP INDEX watch_channels_registering;
+ALTER TABLE calendar_sync_state DROP CONSTRAINT calendar_sync_state_push_mode_known;
+ALTER TABLE watch_channels DROP CONSTRAINT watch_channels_state_known;

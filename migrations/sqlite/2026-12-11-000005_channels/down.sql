@@ -1,0 +1,8 @@
+DROP INDEX watch_channels_google_calendar;
+DROP INDEX watch_channels_active_calendar;
+DROP INDEX watch_channels_stopped;
+DROP INDEX watch_channels_registering;
+DROP TRIGGER calendar_sync_state_push_mode_known_update;
+DROP TRIGGER calendar_sync_state_push_mode_known_insert;
+DROP TRIGGER watch_channels_state_known_update;
+DROP TRIGGER watch_channels_state_known_insert;
