@@ -40,6 +40,8 @@ bench *ARGS:
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" webhook --cold --calendars 100000 {{ARGS}}
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" sync
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" coalesce
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" feed-latency
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" feed-latency --instances 2 --backends postgres
 
 # The sync benchmark alone: a full sync of 10,000 and 100,000 events, events/s and peak RSS.
 bench-sync *ARGS:
@@ -60,3 +62,9 @@ fake-google *ARGS:
 # restart (restarts the local cluster with pg_ctlcluster). Minutes, not seconds.
 soak:
     CHRONOS_TEST_DATABASE_URL={{pg_url}} cargo test -p chronos-server --test soak -- --ignored --test-threads=1 --nocapture
+
+# The change feed's latency alone: notification -> entry at a long-polling
+# consumer, p50/p99, debounce 0 and 1000 ms (ARGS: e.g. --instances 2 --backends postgres).
+bench-feed *ARGS:
+    cargo build --release -p chronos-server -p chronos-bench
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" feed-latency {{ARGS}}

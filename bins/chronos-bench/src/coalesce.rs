@@ -60,11 +60,11 @@ pub struct CoalesceArgs {
 
 /// A calendar's channel as the fake granted it.
 #[derive(Debug, Clone)]
-struct Channel {
+pub(crate) struct Channel {
     key: (String, String),
-    id: String,
-    token: String,
-    resource_id: String,
+    pub(crate) id: String,
+    pub(crate) token: String,
+    pub(crate) resource_id: String,
 }
 
 /// The figures of one backend.
@@ -166,7 +166,7 @@ async fn run_one(args: &CoalesceArgs, backend: StoreTarget) -> anyhow::Result<Co
     Ok(report)
 }
 
-async fn start_with_webhook(
+pub(crate) async fn start_with_webhook(
     db: &crate::database::BenchDb,
     dir: &std::path::Path,
     fake: &RunningFakeGoogle,
@@ -312,7 +312,7 @@ async fn measure(
 }
 
 /// The open channel of each watched calendar, as the fake granted it.
-fn open_channels(fake: &RunningFakeGoogle) -> anyhow::Result<Vec<Channel>> {
+pub(crate) fn open_channels(fake: &RunningFakeGoogle) -> anyhow::Result<Vec<Channel>> {
     let model = fake.google.calendar();
     let open = model.open_channels();
     let mut channels: Vec<Channel> = model

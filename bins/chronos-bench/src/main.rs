@@ -4,7 +4,8 @@
 //! - `webhook`: the webhook load benchmark (issue 7), [`webhook`];
 //! - `ceiling-server`: the minimal `{}` endpoint the figures are compared to, [`ceiling`];
 //! - `sync`: events applied per second by a full sync from a fake Google, [`sync`];
-//! - `coalesce`: syncs per calendar after a burst of notifications, [`coalesce`].
+//! - `coalesce`: syncs per calendar after a burst of notifications, [`coalesce`];
+//! - `feed-latency`: notification to change feed entry seen by a long poll, [`feed`].
 //!
 //! Shared parts: the load generator and latency histogram ([`load`]), the
 //! server child process ([`server`]) and the seeded databases ([`database`]).
@@ -12,6 +13,7 @@
 mod ceiling;
 mod coalesce;
 mod database;
+mod feed;
 mod load;
 mod server;
 mod sync;
@@ -36,6 +38,8 @@ enum Command {
     Sync(sync::SyncArgs),
     /// The coalescing figure: syncs per calendar after a burst of notifications.
     Coalesce(coalesce::CoalesceArgs),
+    /// The change feed: notification to entry seen by a long-polling consumer.
+    FeedLatency(feed::FeedArgs),
     /// Serves the minimal actix-web endpoint (`{}`, no database) on `--bind`.
     CeilingServer {
         /// Address to listen on.
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
             .block_on(webhook::run(args)),
         Command::Sync(args) => runtime()?.block_on(sync::run(args)),
         Command::Coalesce(args) => runtime()?.block_on(coalesce::run(args)),
+        Command::FeedLatency(args) => runtime()?.block_on(feed::run(args)),
     }
 }
 

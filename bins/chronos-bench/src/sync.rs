@@ -488,6 +488,16 @@ impl InternalApi {
         Ok(())
     }
 
+    /// `GET /internal/changes?after=&wait=` (no `after`: from now).
+    pub async fn changes(&self, after: Option<&str>, wait_secs: u64) -> anyhow::Result<Value> {
+        let mut url = format!("{}/internal/changes?limit=1000&wait={wait_secs}", self.base);
+        if let Some(after) = after {
+            url.push_str(&format!("&after={after}"));
+        }
+        self.send(self.client.get(url), "reading the change feed")
+            .await
+    }
+
     /// Connects a calendar; returns its Chronos id.
     pub async fn connect(
         &self,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use sync_domain::ports::{CalendarApi, Clock, CredentialStore, Entropy, SystemClock, WebhookStore};
 use sync_store::{PoolOptions, Store};
 use tokio_util::sync::CancellationToken;
-use webhook_http::{InternalState, MetricsRenderer, WebhookState};
+use webhook_http::{ChangesState, InternalState, MetricsRenderer, WebhookState};
 
 /// How long in-flight requests and syncs get to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -183,6 +183,7 @@ impl Application {
             Arc::clone(&clock),
             config.admin_token.as_ref().map(|t| t.expose().to_owned()),
         ));
+        let changes = web::Data::new(ChangesState::new(Arc::new(store.clone())));
         let metrics_store = store.clone();
         let renderer = web::Data::new(MetricsRenderer::new(move || {
             crate::metrics::render(&metrics_store)
@@ -201,7 +202,8 @@ impl Application {
                     webhook_http::request_id::middleware,
                 ))
                 .app_data(state.clone())
-                .app_data(internal.clone());
+                .app_data(internal.clone())
+                .app_data(changes.clone());
             let app = match &renderer {
                 Some(renderer) => app.app_data(renderer.clone()),
                 None => app,

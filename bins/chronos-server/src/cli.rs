@@ -50,6 +50,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::operator::UsersCommand,
     },
+    /// Follow the change feed.
+    Changes {
+        #[command(subcommand)]
+        command: crate::tail::ChangesCommand,
+    },
 }
 
 /// Writes a command's answer to stdout. A reader that went away (`| head -1`)
@@ -134,6 +139,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 ));
                 Ok(())
             }
+            Command::Changes { command } => crate::tail::run(&config, command).await,
         }
     });
     match result {

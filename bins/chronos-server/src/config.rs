@@ -41,6 +41,7 @@ pub struct RawConfig {
     pub metrics_bind: Option<String>,
     /// Comma-separated base64 keys that still decrypt (SPEC section 4).
     pub retired_encryption_keys: Option<String>,
+    pub change_retention_hours: u64,
 }
 
 impl Default for RawConfig {
@@ -65,6 +66,7 @@ impl Default for RawConfig {
             encryption_key: None,
             metrics_bind: None,
             retired_encryption_keys: None,
+            change_retention_hours: sync_domain::changes::DEFAULT_RETENTION_HOURS,
         }
     }
 }
@@ -105,6 +107,7 @@ impl std::fmt::Debug for RawConfig {
                 "retired_encryption_keys",
                 &hidden(&self.retired_encryption_keys),
             )
+            .field("change_retention_hours", &self.change_retention_hours)
             .finish()
     }
 }
@@ -173,6 +176,10 @@ pub struct Config {
     pub encryption_key: Option<Secret>,
     /// Where `GET /metrics` is served instead of on `bind`; unset: on `bind`.
     pub metrics_bind: Option<SocketAddr>,
+    /// Keys that still decrypt credentials sealed under them (`Debug` prints `***`).
+    pub retired_encryption_keys: Vec<EncryptionKey>,
+    /// How long change feed entries are kept (`change_retention_hours`).
+    pub change_retention: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -180,8 +187,6 @@ impl std::fmt::Debug for Config {
         // Not derived: `Url`'s `Debug` would print passwords.
         f.debug_map().entries(self.redacted_lines()).finish()
     }
-    /// Keys that still decrypt credentials sealed under them (`Debug` prints `***`).
-    pub retired_encryption_keys: Vec<EncryptionKey>,
 }
 
 /// Why configuration was refused: one line naming the key, never its secret value.
@@ -290,6 +295,12 @@ impl RawConfig {
         if self.channel_ttl_secs < 60 {
             return Err(bad("channel_ttl_secs", "must be at least 60"));
         }
+        if self.change_retention_hours == 0 || self.change_retention_hours > 24 * 366 {
+            return Err(bad(
+                "change_retention_hours",
+                "must be from 1 to 8784 (a year)",
+            ));
+        }
         // At most ten years: the duration is subtracted from the clock.
         if !(1..=87_600).contains(&self.stopped_channel_retention_hours) {
             return Err(bad(
@@ -341,6 +352,7 @@ impl RawConfig {
             encryption_key: encryption_key.map(Secret),
             metrics_bind,
             retired_encryption_keys,
+            change_retention: Duration::from_secs(self.change_retention_hours * 3600),
         })
     }
 }
@@ -511,8 +523,20 @@ impl Config {
             ),
             ("encryption_key".into(), secret(&self.encryption_key)),
             (
+                "retired_encryption_keys".into(),
+                if self.retired_encryption_keys.is_empty() {
+                    UNSET.to_owned()
+                } else {
+                    quoted("***")
+                },
+            ),
+            (
                 "metrics_bind".into(),
                 opt(self.metrics_bind.map(|a| a.to_string())),
+            ),
+            (
+                "change_retention_hours".into(),
+                (self.change_retention.as_secs() / 3600).to_string(),
             ),
         ]
     }

@@ -5,7 +5,7 @@
 //! client and the HTTP layer together through the domain's traits ([`app`]),
 //! runs the background workers ([`workers`]), exports Prometheus metrics
 //! ([`metrics`]) and offers the operator's CLI ([`cli`], with the `calendars`
-//! verbs in [`operator`]).
+//! verbs in [`operator`] and `changes tail` in [`tail`]).
 
 pub mod app;
 pub mod build_info;
@@ -17,5 +17,6 @@ pub mod keys;
 pub mod metrics;
 pub mod operator;
 pub mod preflight;
+pub mod tail;
 pub mod telemetry;
 pub mod workers;

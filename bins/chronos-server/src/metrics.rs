@@ -251,7 +251,7 @@ fn process_collector() -> &'static metrics_process::Collector {
 /// Renders the exposition for `GET /metrics`: the pool and process gauges are
 /// read now, the rest is what was recorded.
 pub fn render(store: &Store) -> String {
-    let status = store.pool().status();
+    let status = store.pool_status();
     metrics::gauge!(POOL_SIZE, "pool" => STORE_POOL).set(status.size as f64);
     metrics::gauge!(POOL_MAX_SIZE, "pool" => STORE_POOL).set(status.max_size as f64);
     metrics::gauge!(POOL_AVAILABLE, "pool" => STORE_POOL).set(status.available as f64);

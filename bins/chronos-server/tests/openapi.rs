@@ -89,6 +89,15 @@ async fn every_route_in_the_table_is_served() {
         };
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
+        let streams = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if streams {
+            // The change stream never ends: a 200 event stream is a served route.
+            assert_eq!(status, 200, "{method} {path}");
+            continue;
+        }
         let body = response.text().await.unwrap();
         assert_ne!(status, 405, "{method} {path}: {body}");
         // The app's default service (and the internal scope's) answer 404 "Not found";

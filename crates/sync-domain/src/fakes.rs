@@ -693,3 +693,120 @@ impl ChannelStore for InMemoryChannelStore {
         Ok(before - book.channels.len())
     }
 }
+
+/// An in-memory change feed: entries are appended by the test, read through
+/// [`crate::changes::ChangeFeed`] with the store's semantics (cursors, filters,
+/// `from now`, long-poll waits woken by appends, 410 below the pruned position).
+#[derive(Debug)]
+pub struct FakeChangeFeed {
+    entries: Mutex<FakeFeedLog>,
+    appended: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FakeFeedLog {
+    entries: Vec<crate::changes::ChangeEntry>,
+    next_position: i64,
+    pruned_through: i64,
+}
+
+impl Default for FakeChangeFeed {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+            appended: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl FakeChangeFeed {
+    /// Appends an entry (its cursor is replaced by the next position) and wakes waiters.
+    pub fn append(&self, mut entry: crate::changes::ChangeEntry) -> crate::changes::ChangeCursor {
+        let cursor = {
+            let mut log = lock(&self.entries);
+            log.next_position += 1;
+            entry.cursor = crate::changes::ChangeCursor::at(log.next_position);
+            log.entries.push(entry);
+            crate::changes::ChangeCursor::at(log.next_position)
+        };
+        self.appended.send_modify(|n| *n += 1);
+        cursor
+    }
+
+    /// Forgets every entry up to `through`, as retention does.
+    pub fn prune_through(&self, through: crate::changes::ChangeCursor) {
+        let mut log = lock(&self.entries);
+        log.entries.retain(|e| e.cursor > through);
+        log.pruned_through = log.pruned_through.max(through.position());
+    }
+
+    fn read(
+        &self,
+        query: &crate::changes::ChangeQuery,
+        after: crate::changes::ChangeCursor,
+    ) -> Result<crate::changes::ChangePage, crate::changes::ChangeFeedError> {
+        use crate::changes::{ChangeCursor, ChangeFeedError, ChangePage, cursor_expired};
+        let log = lock(&self.entries);
+        let pruned = ChangeCursor::at(log.pruned_through);
+        if cursor_expired(after, pruned) {
+            return Err(ChangeFeedError::Expired {
+                after,
+                oldest: pruned,
+            });
+        }
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let changes: Vec<_> = log
+            .entries
+            .iter()
+            .filter(|e| e.cursor > after && query.matches(e))
+            .take(limit)
+            .cloned()
+            .collect();
+        let head = ChangeCursor::at(log.next_position);
+        let next_cursor = if changes.len() < limit {
+            head
+        } else {
+            changes.last().map_or(head, |e| e.cursor)
+        };
+        Ok(ChangePage {
+            changes,
+            next_cursor,
+        })
+    }
+}
+
+#[async_trait]
+impl crate::changes::ChangeFeed for FakeChangeFeed {
+    async fn changes(
+        &self,
+        query: &crate::changes::ChangeQuery,
+        wait: std::time::Duration,
+    ) -> Result<crate::changes::ChangePage, crate::changes::ChangeFeedError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut appended = self.appended.subscribe();
+        let mut after = match query.after {
+            Some(after) => after,
+            None => crate::changes::ChangeCursor::at(lock(&self.entries).next_position),
+        };
+        loop {
+            appended.borrow_and_update();
+            let page = self.read(query, after)?;
+            if !page.changes.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(page);
+            }
+            after = page.next_cursor;
+            if tokio::time::timeout_at(deadline, appended.changed())
+                .await
+                .is_err()
+            {
+                return self.read(query, after);
+            }
+        }
+    }
+
+    async fn oldest_cursor(&self) -> Result<crate::changes::ChangeCursor, StoreError> {
+        Ok(crate::changes::ChangeCursor::at(
+            lock(&self.entries).pruned_through,
+        ))
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`channel`]: the watch channel's states, transitions and the channel worker's store port;
 //! - [`renewal`]: when channels are renewed, retried and given up on (SPEC section 7);
 //! - [`admin`]: the internal API's port and views (SPEC section 5);
+//! - [`changes`]: the change feed's entries, cursors, retention rules and port;
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
 //! - [`redact`]: passwords out of URLs before they are shown;
 //! - [`sync_state`]: a calendar's sync state and its transitions;
@@ -18,6 +19,7 @@
 
 pub mod admin;
 pub mod calendar;
+pub mod changes;
 pub mod channel;
 pub mod ids;
 pub mod notification;

@@ -29,11 +29,6 @@ impl From<Calendar> for CalendarView {
     }
 }
 
-/// Google's `start`/`end` object of a mirrored event, if its JSON has one.
-fn time_field(raw: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
-    raw.get(key).filter(|v| !v.is_null()).cloned()
-}
-
 #[async_trait]
 impl CalendarAdmin for Store {
     async fn put_credentials(
@@ -82,13 +77,14 @@ impl CalendarAdmin for Store {
                 .map(|event| {
                     let raw: serde_json::Value =
                         serde_json::from_str(&event.raw_json).unwrap_or_default();
+                    // The change feed shows events through the same projection.
+                    let view = EventView::from_google_json(&event.event_id, &raw);
                     EventView {
-                        start: time_field(&raw, "start"),
-                        end: time_field(&raw, "end"),
-                        id: event.event_id,
                         status: event.status,
                         summary: event.summary,
-                        updated: event.updated,
+                        // Google's own text (the column may be less precise).
+                        updated: view.updated.or(event.updated),
+                        ..view
                     }
                 })
                 .collect(),

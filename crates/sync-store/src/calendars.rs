@@ -157,12 +157,20 @@ impl Store {
                         .bind::<diesel::sql_types::Text, _>(&id)
                         .execute(conn)
                         .await?;
+                    crate::changes::ChangeLog::log_transition(
+                        &mut *conn,
+                        &[&id],
+                        sync_domain::changes::ChangeKind::CalendarConnected,
+                        now,
+                    )
+                    .await?;
                 }
                 Ok(inserted)
             })
             .await
             .map_err(query_error)?
         });
+        self.changes_committed();
         let calendar = self
             .find_calendar_by_pair(user_id, google_calendar_id)
             .await?

@@ -182,19 +182,29 @@ impl CredentialStore for Store {
                     // Replaced since the refused read: the new credentials are untried.
                     return Ok(false);
                 }
-                diesel::update(
+                let parked: Vec<String> = diesel::update(
                     cs::table
                         .filter(cs::user_id.eq(user))
-                        .filter(cs::sync_state.ne(GONE)),
+                        .filter(cs::sync_state.ne_all([GONE, NEEDS_REAUTH])),
                 )
                 .set((cs::sync_state.eq(NEEDS_REAUTH), cs::updated_at.eq(now)))
-                .execute(conn)
+                .returning(cs::id)
+                .get_results(conn)
+                .await?;
+                let parked: Vec<&str> = parked.iter().map(String::as_str).collect();
+                crate::changes::ChangeLog::log_transition(
+                    &mut *conn,
+                    &parked,
+                    sync_domain::changes::ChangeKind::CalendarNeedsReauth,
+                    now,
+                )
                 .await?;
                 Ok(true)
             })
             .await
             .map_err(query_error)?
         });
+        self.changes_committed();
         Ok(marked)
     }
 }

@@ -6,10 +6,12 @@
 //! [`sync_domain::ports::CredentialStore`]); query code is written once and
 //! compiled for both backends (see [`pool`]); PostgreSQL connections use TLS
 //! as libpq's `sslmode` says ([`tls`]). Migrations are embedded
-//! ([`migrations`]); credentials are encrypted at rest ([`crypto`]).
+//! ([`migrations`]); credentials are encrypted at rest ([`crypto`]). The
+//! change feed ([`changes`]) is written in the same transactions as the mirror.
 
 pub mod admin;
 pub mod calendars;
+pub mod changes;
 mod channel_cache;
 pub mod channels;
 pub mod credentials;
@@ -18,8 +20,8 @@ pub mod dialect;
 pub mod events;
 mod group_commit;
 pub mod health;
-pub mod liveness;
 pub mod keys;
+pub mod liveness;
 pub mod migrations;
 pub mod pool;
 mod schema;

@@ -96,6 +96,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    change_log (position) {
+        position -> BigInt,
+        calendar_id -> Text,
+        user_id -> Text,
+        kind -> Text,
+        event_id -> Nullable<Text>,
+        event_json -> Nullable<Text>,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    change_feed_state (id) {
+        id -> Integer,
+        pruned_through -> BigInt,
+    }
+}
+
 diesel::joinable!(sync_requests -> calendar_sync_state (calendar_id));
 diesel::joinable!(calendar_events -> calendar_sync_state (calendar_id));
 diesel::joinable!(watch_channels -> calendar_sync_state (calendar_id));
@@ -107,4 +126,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     calendar_events,
     sync_requests,
     chronos_instances,
+    change_log,
+    change_feed_state,
 );

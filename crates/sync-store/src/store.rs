@@ -23,6 +23,8 @@ pub struct Store {
     pub(crate) channel_cache: Arc<ChannelCache>,
     /// Started on first use, on the runtime of the first caller.
     writer: Arc<std::sync::OnceLock<GroupCommit>>,
+    /// Bumped after every commit that appended to the change feed (see `changes`).
+    pub(crate) change_signal: Arc<tokio::sync::watch::Sender<u64>>,
     url: DatabaseUrl,
 }
 
@@ -53,6 +55,7 @@ impl Store {
             clock: Arc::new(SystemClock),
             channel_cache: Arc::default(),
             writer: Arc::default(),
+            change_signal: Arc::new(tokio::sync::watch::Sender::new(0)),
             url,
         })
     }
@@ -89,6 +92,17 @@ impl Store {
             syncs + channels
         });
         Ok(expired)
+    }
+
+    /// The pool itself, for tests that hold several of its connections.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn pool(&self) -> &DbPool {
+        &self.pool
+    }
+
+    /// The connection pool's size, idle and waiting counts (for `/metrics`).
+    pub fn pool_status(&self) -> deadpool::Status {
+        self.pool.status()
     }
 
     /// The SQL dialect of this store's backend.

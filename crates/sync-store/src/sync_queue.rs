@@ -286,6 +286,7 @@ impl SyncQueue for Store {
         let until = to_db(page.lease_until);
         let completion = page.completion.as_ref();
         let upsert_sql = self.dialect().placeholders(&upsert_sql(rows.len()));
+        let event_ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
         let held = with_conn!(&self.pool, |conn| {
             conn.transaction::<bool, diesel::result::Error, _>(async |conn| {
                 // Checks the claim (owner and epoch) and takes the state row's
@@ -315,6 +316,17 @@ impl SyncQueue for Store {
                     }
                     upsert.execute(conn).await?;
                 }
+                crate::changes::ChangeLog::log_page(
+                    &mut *conn,
+                    &calendar,
+                    &event_ids,
+                    completion
+                        .filter(|done| done.sweep)
+                        .map(|_| page.generation),
+                    completion.is_some(),
+                    now,
+                )
+                .await?;
                 let Some(done) = completion else {
                     return Ok(true);
                 };
@@ -350,6 +362,7 @@ impl SyncQueue for Store {
             .await
             .map_err(query_error)?
         });
+        self.changes_committed();
         Ok(held)
     }
 
@@ -388,17 +401,27 @@ impl SyncQueue for Store {
                         true,
                     ),
                     // New credentials re-request a sync anyway; keep the old one too.
-                    FailureAction::NeedsReauth { error } => (
-                        diesel::update(target)
+                    FailureAction::NeedsReauth { error } => {
+                        let states: Vec<String> = diesel::update(target)
                             .set((
                                 release,
                                 cs::last_error.eq(Some(error)),
                                 cs::sync_state.eq(unless_parked!(NEEDS_REAUTH)),
                             ))
-                            .execute(conn)
-                            .await?,
-                        true,
-                    ),
+                            .returning(cs::sync_state)
+                            .get_results(conn)
+                            .await?;
+                        if states.iter().any(|state| state == NEEDS_REAUTH) {
+                            crate::changes::ChangeLog::log_transition(
+                                &mut *conn,
+                                &[&calendar],
+                                sync_domain::changes::ChangeKind::CalendarNeedsReauth,
+                                now,
+                            )
+                            .await?;
+                        }
+                        (states.len(), true)
+                    }
                     FailureAction::Gone { error } => {
                         let updated = diesel::update(target)
                             .set((
@@ -416,6 +439,13 @@ impl SyncQueue for Store {
                                 now,
                                 now
                             )?;
+                            crate::changes::ChangeLog::log_transition(
+                                &mut *conn,
+                                &[&calendar],
+                                sync_domain::changes::ChangeKind::CalendarGone,
+                                now,
+                            )
+                            .await?;
                         }
                         (updated, false)
                     }
@@ -433,6 +463,7 @@ impl SyncQueue for Store {
             .await
             .map_err(query_error)?
         });
+        self.changes_committed();
         Ok(updated == 1)
     }
 

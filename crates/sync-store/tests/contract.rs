@@ -536,6 +536,9 @@ test_on_both_backends!(
         assert!(refused, "an unknown sync_state was stored");
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
         assert!(sync_domain::SyncState::parse(&row.sync_state).is_some());
+    }
+);
+
 const NEW_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
 
 async fn reopen(store: &Store, key: &str, retired: &[&str]) -> Store {

@@ -683,6 +683,10 @@ test_on_both_backends!(
                 "step {step}: state"
             );
         }
+    }
+);
+
+test_on_both_backends!(
     an_event_with_nul_in_its_text_is_still_mirrored,
     async |store: Store| {
         connected(&store, "u1", "primary").await;

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// Internal API: an invalid input, with what is wrong: 400.
     #[error("{0}")]
     Invalid(String),
+    /// Change feed: the cursor is older than the retention: 410, with what to do.
+    #[error("{0}")]
+    CursorExpired(String),
     /// The route exists but not for this method: 405 with `Allow`.
     #[error("Method not allowed")]
     MethodNotAllowed {
@@ -71,7 +74,9 @@ impl ApiError {
     /// The `detail` the caller sees: fixed texts, never internals.
     fn detail(&self) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(match self {
-            Self::Invalid(detail) => return std::borrow::Cow::Borrowed(detail.as_str()),
+            Self::Invalid(detail) | Self::CursorExpired(detail) => {
+                return std::borrow::Cow::Borrowed(detail.as_str());
+            }
             Self::Unauthorized => "Invalid or missing bearer token",
             Self::CalendarNotFound => "Calendar not found",
             Self::MissingChannelId => "Missing channel ID",
@@ -111,6 +116,7 @@ impl ResponseError for ApiError {
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotFound | Self::CalendarNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::CursorExpired(_) => StatusCode::GONE,
             Self::StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

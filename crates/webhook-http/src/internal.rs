@@ -148,12 +148,13 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig) {
                     .route(route(Method::POST, SYNC).to(sync))
                     .default_service(web::to(not_allowed("POST"))),
             )
+            .configure(crate::changes::configure)
             .default_service(web::to(unknown_path)),
     );
 }
 
 /// 405 for an authenticated caller; 401/404 otherwise, like every other route.
-fn not_allowed(
+pub(crate) fn not_allowed(
     allow: &'static str,
 ) -> impl Fn(Admin) -> Ready<Result<HttpResponse, ApiError>> + Clone + 'static {
     move |_admin| ready(Err(ApiError::MethodNotAllowed { allow }))

@@ -5,6 +5,7 @@
 //! - [`webhook`]: `POST /calendar/webhook`, Google's push notifications (SPEC section 2);
 //! - [`health`]: `GET /healthz` and `GET /readyz`;
 //! - [`internal`]: the internal API under `/internal` (SPEC section 5), mounted by [`configure_internal`];
+//! - [`changes`]: the change feed, `GET /internal/changes` and its event stream;
 //! - [`metrics`]: `GET /metrics`, rendered by the binary's exporter;
 //! - [`request_id`]: the middleware giving each request an id and a span;
 //! - [`route_metrics`]: the middleware counting internal API requests by route and status;
@@ -12,6 +13,7 @@
 //! - [`error`]: the one error type of the boundary and its JSON responses;
 //! - [`state`]: what the binary registers with `web::Data` before calling [`configure`].
 
+pub mod changes;
 pub mod error;
 pub mod health;
 pub mod internal;
@@ -22,6 +24,7 @@ pub mod routes;
 pub mod state;
 pub mod webhook;
 
+pub use changes::ChangesState;
 pub use error::ApiError;
 pub use internal::{InternalState, configure_internal};
 pub use metrics::MetricsRenderer;

@@ -26,6 +26,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/internal/calendars/{id}"),
     ("GET", "/internal/calendars/{id}/events"),
     ("POST", "/internal/calendars/{id}/sync"),
+    ("GET", "/internal/changes"),
+    ("GET", "/internal/changes/stream"),
 ];
 
 /// The resource at `path` (a full path template from [`ROUTES`]), mounted inside
@@ -56,6 +58,7 @@ mod tests {
         for (file, source) in [
             ("lib.rs", include_str!("lib.rs")),
             ("internal.rs", include_str!("internal.rs")),
+            ("changes.rs", include_str!("changes.rs")),
         ] {
             for direct in [
                 "web::resource(",

@@ -1,7 +1,8 @@
 //! Background workers: the sync worker ([`sync`]), the channel lifecycle
-//! worker ([`channels`]) and the metrics sampler ([`crate::metrics::run_sampler`]). Each runs until the shutdown token is cancelled, then
+//! worker ([`channels`]), the change feed's listener and pruner ([`changes`]) and the metrics sampler ([`crate::metrics::run_sampler`]). Each runs until the shutdown token is cancelled, then
 //! finishes or releases what it holds within a bounded time.
 
+pub mod changes;
 pub mod channels;
 pub mod sync;
 
@@ -30,6 +31,7 @@ pub fn spawn_all(context: &WorkerContext, shutdown: &CancellationToken) -> Vec<J
     vec![
         tokio::spawn(sync::run(context.clone(), shutdown.clone())),
         tokio::spawn(channels::run(context.clone(), shutdown.clone())),
+        tokio::spawn(changes::run(context.clone(), shutdown.clone())),
         tokio::spawn(crate::metrics::run_sampler(
             context.store.clone(),
             Arc::clone(&context.clock),

@@ -327,6 +327,13 @@ impl Store {
                 .returning(wc::channel_id)
                 .get_results(conn)
                 .await?;
+                crate::changes::ChangeLog::log_transition(
+                    &mut *conn,
+                    &[&calendar],
+                    sync_domain::changes::ChangeKind::CalendarDisconnected,
+                    now,
+                )
+                .await?;
                 diesel::delete(cs::table.find(&calendar))
                     .execute(conn)
                     .await?;
@@ -335,6 +342,7 @@ impl Store {
             .await
             .map_err(query_error)?
         });
+        self.changes_committed();
         let Some(retired) = retired else {
             return Ok(None);
         };

@@ -1,0 +1,251 @@
+//! The change feed over HTTP (SPEC section 5, `docs/change-feed.md`), behind
+//! the internal API's bearer token:
+//!
+//! - `GET /internal/changes?after=&limit=&calendar_id=&user_id=&wait=`: a page
+//!   of entries as JSON, held up to `wait` seconds (long poll) when empty;
+//! - `GET /internal/changes/stream`: the same entries as server-sent events,
+//!   `id:` set to each entry's cursor, resumable with `Last-Event-ID`, with a
+//!   comment every [`HEARTBEAT`] while nothing arrives.
+//!
+//! Without `after` (or `Last-Event-ID`) a consumer starts from now. A cursor
+//! older than the retention answers 410 with what to do.
+
+use crate::error::ApiError;
+use crate::internal::Admin;
+use crate::routes::{resource, route};
+use actix_web::http::{Method, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use sync_domain::changes::{
+    ChangeCursor, ChangeEntry, ChangeFeed, ChangeFeedError, ChangePage, ChangeQuery, DEFAULT_LIMIT,
+    MAX_LIMIT, MAX_WAIT,
+};
+use sync_domain::{CalendarId, UserId};
+
+/// `GET`: a page of the feed.
+pub const CHANGES: &str = "/internal/changes";
+/// `GET`: the feed as server-sent events.
+pub const STREAM: &str = "/internal/changes/stream";
+/// A comment line goes out after this long without an entry.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// What the feed's routes use; registered by the binary beside `InternalState`.
+#[derive(Clone)]
+pub struct ChangesState {
+    feed: Arc<dyn ChangeFeed>,
+}
+
+impl ChangesState {
+    /// State over a feed (the store's, or a fake).
+    pub fn new(feed: Arc<dyn ChangeFeed>) -> Self {
+        Self { feed }
+    }
+}
+
+impl std::fmt::Debug for ChangesState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangesState").finish_non_exhaustive()
+    }
+}
+
+/// Mounts the feed's routes inside the `/internal` scope.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource(crate::internal::PREFIX, CHANGES)
+            .route(route(Method::GET, CHANGES).to(changes))
+            .default_service(web::to(crate::internal::not_allowed("GET"))),
+    )
+    .service(
+        resource(crate::internal::PREFIX, STREAM)
+            .route(route(Method::GET, STREAM).to(stream))
+            .default_service(web::to(crate::internal::not_allowed("GET"))),
+    );
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    after: Option<String>,
+    limit: Option<String>,
+    calendar_id: Option<String>,
+    user_id: Option<String>,
+    wait: Option<String>,
+}
+
+/// The query's filters and cursor; `wait` as given (validated).
+fn parse_query(req: &HttpRequest) -> Result<(ChangeQuery, Duration), ApiError> {
+    let raw = web::Query::<FeedQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Invalid(format!("invalid query: {e}")))?
+        .into_inner();
+    let after = raw
+        .after
+        .as_deref()
+        .map(ChangeCursor::parse)
+        .transpose()
+        .map_err(|e| ApiError::Invalid(format!("after: {e}")))?;
+    let limit = match raw.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::Invalid(format!("limit must be an integer from 1 to {MAX_LIMIT}"))
+            })?,
+    };
+    let wait = match raw.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+            .filter(|w| *w <= MAX_WAIT)
+            .ok_or_else(|| {
+                ApiError::Invalid(format!(
+                    "wait must be a whole number of seconds from 0 to {}",
+                    MAX_WAIT.as_secs()
+                ))
+            })?,
+    };
+    let calendar_id = raw
+        .calendar_id
+        .as_deref()
+        .map(CalendarId::parse)
+        .transpose()
+        .map_err(|e| ApiError::Invalid(format!("calendar_id: {e}")))?;
+    let user_id = raw
+        .user_id
+        .map(UserId::parse)
+        .transpose()
+        .map_err(|e| ApiError::Invalid(format!("user_id: {e}")))?;
+    Ok((
+        ChangeQuery {
+            after,
+            limit,
+            calendar_id,
+            user_id,
+        },
+        wait,
+    ))
+}
+
+fn feed_error(error: ChangeFeedError) -> ApiError {
+    match error {
+        expired @ ChangeFeedError::Expired { .. } => ApiError::CursorExpired(expired.to_string()),
+        ChangeFeedError::Store(error) => {
+            ApiError::store_unavailable("reading the change feed", error)
+        }
+    }
+}
+
+fn state(admin: &Admin, req: &HttpRequest) -> Result<web::Data<ChangesState>, ApiError> {
+    let _ = admin;
+    req.app_data::<web::Data<ChangesState>>()
+        .cloned()
+        .ok_or(ApiError::NotFound)
+}
+
+/// `GET /internal/changes`: `{"changes": [...], "next_cursor": "..."}`.
+async fn changes(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let state = state(&admin, &req)?;
+    let (query, wait) = parse_query(&req)?;
+    let page = state.feed.changes(&query, wait).await.map_err(feed_error)?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// One server-sent event for an entry: `id:` is its cursor.
+fn event_frame(entry: &ChangeEntry) -> web::Bytes {
+    // An entry always serialises (plain data); should it not, the consumer
+    // still gets the id and an empty object rather than a broken stream.
+    let data = serde_json::to_string(entry).unwrap_or_else(|_| "{}".to_owned());
+    web::Bytes::from(format!("id: {}\ndata: {data}\n\n", entry.cursor))
+}
+
+/// Where the stream is.
+struct StreamState {
+    feed: Arc<dyn ChangeFeed>,
+    query: ChangeQuery,
+    pending: VecDeque<ChangeEntry>,
+    done: bool,
+}
+
+/// `GET /internal/changes/stream`: `text/event-stream`. `Last-Event-ID`
+/// (sent by an `EventSource` reconnecting) takes precedence over `after`.
+async fn stream(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let state = state(&admin, &req)?;
+    let (mut query, _) = parse_query(&req)?;
+    if let Some(last) = req.headers().get("last-event-id") {
+        let last = last
+            .to_str()
+            .ok()
+            .map(ChangeCursor::parse)
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                ApiError::Invalid("Last-Event-ID is not a cursor of this feed".into())
+            })?;
+        query.after = Some(last);
+    }
+    // The first read answers a stale cursor with a real 410 and fixes "now".
+    let ChangePage {
+        changes,
+        next_cursor,
+    } = state
+        .feed
+        .changes(&query, Duration::ZERO)
+        .await
+        .map_err(feed_error)?;
+    query.after = Some(next_cursor);
+    let start = StreamState {
+        feed: Arc::clone(&state.feed),
+        query,
+        pending: changes.into(),
+        done: false,
+    };
+    let opened = futures::stream::once(async {
+        Ok::<_, actix_web::Error>(web::Bytes::from_static(b": connected\n\n"))
+    });
+    let entries = futures::stream::unfold(start, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        if let Some(entry) = state.pending.pop_front() {
+            return Some((Ok::<_, actix_web::Error>(event_frame(&entry)), state));
+        }
+        match state.feed.changes(&state.query, HEARTBEAT).await {
+            Ok(page) => {
+                state.query.after = Some(page.next_cursor);
+                if page.changes.is_empty() {
+                    return Some((Ok(web::Bytes::from_static(b": heartbeat\n\n")), state));
+                }
+                state.pending = page.changes.into();
+                let first = state.pending.pop_front().map_or_else(
+                    || web::Bytes::from_static(b": heartbeat\n\n"),
+                    |entry| event_frame(&entry),
+                );
+                Some((Ok(first), state))
+            }
+            Err(error) => {
+                // Headers are sent: say why in the stream, then end it; the
+                // consumer reconnects and gets a proper status.
+                tracing::warn!(%error, "change feed stream ended");
+                state.done = true;
+                let detail = serde_json::json!({ "detail": error.to_string() });
+                Some((
+                    Ok(web::Bytes::from(format!(
+                        "event: error\ndata: {detail}\n\n"
+                    ))),
+                    state,
+                ))
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // Never compressed or buffered on the way out.
+        .insert_header((header::CONTENT_ENCODING, "identity"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures::StreamExt::chain(opened, entries)))
+}
