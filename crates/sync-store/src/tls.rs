@@ -180,7 +180,14 @@ impl PgConnectSpec {
         if kept.is_empty() {
             url.set_query(None);
         } else {
-            url.query_pairs_mut().clear().extend_pairs(&kept);
+            // tokio-postgres decodes `%20` but not `+` as a space (libpq's
+            // rule), and form encoding writes spaces as `+`: a literal `+`
+            // is `%2B` by then, so every `+` left is a space.
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&kept)
+                .finish()
+                .replace('+', "%20");
+            url.set_query(Some(&query));
         }
         let mut config = tokio_postgres::Config::from_str(url.as_str())
             .map_err(|e| strip_url(&with_causes(&e)))?;
@@ -454,6 +461,17 @@ mod tests {
 
     fn parse(url: &str) -> Result<PgConnectSpec, String> {
         PgConnectSpec::parse(url)
+    }
+
+    #[test]
+    fn session_options_with_spaces_reach_the_server_intact() {
+        let raw = crate::pool::postgres_session_url("postgres://u@db/chronos?sslmode=require");
+        let spec = parse(&raw).unwrap();
+        let options = spec.config.get_options().unwrap_or_default();
+        assert!(
+            options.starts_with("-c statement_timeout="),
+            "options reach tokio-postgres as {options:?}"
+        );
     }
 
     #[test]
