@@ -319,7 +319,16 @@ async fn a_notification_answered_503_is_retried_until_delivered() {
             .iter()
             .all(|h| h["x-goog-message-number"] == "2")
     );
-    let counters = setup.fake.google.pusher().counters();
+    // The pusher counts a delivery once it has read the 200, which can be
+    // just after the receiver saw the request: give it a moment.
+    let mut counters = setup.fake.google.pusher().counters();
+    for _ in 0..100 {
+        if counters.delivered == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        counters = setup.fake.google.pusher().counters();
+    }
     assert_eq!(
         (counters.delivered, counters.retries, counters.failed),
         (2, 2, 0)
