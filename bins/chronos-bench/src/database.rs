@@ -42,6 +42,9 @@ pub struct BenchDb {
 pub struct SeededChannel {
     pub channel_id: String,
     pub token: String,
+    /// The calendar's user and Google calendar id (empty for synthetic channels).
+    pub user_id: String,
+    pub google_calendar_id: String,
 }
 
 /// Cumulative PostgreSQL counters, compared before and after a run.
@@ -163,6 +166,7 @@ pub async fn seed(
     calendars: usize,
     per_user: usize,
     concurrency: usize,
+    refresh_token: fn(&str) -> String,
 ) -> anyhow::Result<Vec<SeededChannel>> {
     let per_user = per_user.max(1);
     let users = calendars.div_ceil(per_user);
@@ -170,7 +174,7 @@ pub async fn seed(
     let seeded: Vec<Vec<SeededChannel>> = futures::stream::iter(0..users)
         .map(|user| {
             let count = per_user.min(calendars - user * per_user);
-            seed_user(store, user, count, expires)
+            seed_user(store, user, count, expires, refresh_token)
         })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
@@ -183,10 +187,14 @@ async fn seed_user(
     user: usize,
     calendars: usize,
     expires: OffsetDateTime,
+    refresh_token: fn(&str) -> String,
 ) -> anyhow::Result<Vec<SeededChannel>> {
     let user_id = UserId::parse(format!("bench-user-{user}"))?;
     store
-        .put_refresh_token(&user_id, &RefreshToken::new(format!("refresh-{user}")))
+        .put_refresh_token(
+            &user_id,
+            &RefreshToken::new(refresh_token(user_id.as_str())),
+        )
         .await?;
     let mut channels = Vec::with_capacity(calendars);
     for n in 0..calendars {
@@ -206,6 +214,8 @@ async fn seed_user(
         channels.push(SeededChannel {
             channel_id: channel.channel_id.as_str().to_owned(),
             token: channel.token.expose().to_owned(),
+            user_id: user_id.as_str().to_owned(),
+            google_calendar_id: google.as_str().to_owned(),
         });
     }
     Ok(channels)
@@ -217,6 +227,8 @@ pub fn synthetic_channels(count: usize) -> Vec<SeededChannel> {
         .map(|_| SeededChannel {
             channel_id: Uuid::new_v4().hyphenated().to_string(),
             token: Uuid::new_v4().simple().to_string(),
+            user_id: String::new(),
+            google_calendar_id: String::new(),
         })
         .collect()
 }

@@ -59,6 +59,12 @@ impl Mix {
     /// 70% changes, 10% handshakes, 10% unknown channels, 10% bad tokens.
     pub const REALISTIC: Mix = Mix([70, 10, 10, 10]);
 
+    /// The share of change notifications (the first weight) in the mix.
+    pub fn change_share(self) -> f64 {
+        let total: u32 = self.0.iter().sum();
+        f64::from(self.0[0]) / f64::from(total.max(1))
+    }
+
     fn pick(self, rng: &mut Rng) -> Kind {
         let total: u32 = self.0.iter().sum();
         let mut roll = (rng.next() % u64::from(total.max(1))) as u32;

@@ -9,9 +9,12 @@ use crate::database::{self, Backend, BenchDb, PgCounters};
 use crate::load::{self, Mix, PhaseReport, Workload};
 use crate::server::{self, Launch, ServerProcess};
 use anyhow::Context as _;
+use fake_google::FakeGoogle;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use sync_domain::{GoogleCalendarId, UserId};
+use sync_store::Store;
 
 /// The PostgreSQL server used when neither env var names one.
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -73,6 +76,17 @@ pub struct WebhookArgs {
     /// 100000` so a phase never comes back to a calendar.
     #[arg(long)]
     pub cold: bool,
+    /// Run the sync worker too, against an in-process fake Google: every seeded
+    /// calendar holds `--events-per-calendar` events there (fully synced before
+    /// measuring), events change at the fake at the rate change notifications
+    /// are sent, and the server syncs with its default debounce, so webhook
+    /// writes and sync page writes compete as in production. The open loop
+    /// runs first (before the closed loop builds a backlog of syncs).
+    #[arg(long)]
+    pub with_syncs: bool,
+    /// Events each calendar holds at the fake Google (with `--with-syncs`).
+    #[arg(long, default_value_t = 25)]
+    pub events_per_calendar: usize,
     /// PostgreSQL server to create the benchmark database on.
     #[arg(long, env = "CHRONOS_BENCH_DATABASE_URL")]
     pub postgres_url: Option<String>,
@@ -123,6 +137,9 @@ struct TargetReport {
     pg: Option<(PgCounters, u64)>,
     /// Warning or error lines the server logged, and the first few.
     warnings: (usize, Vec<String>),
+    /// With `--with-syncs`: what the sync worker did during the measured
+    /// phases, and how many events were changed at the fake meanwhile.
+    syncs: Option<(SyncCounters, u64)>,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -145,7 +162,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     };
     let a = &settings.args;
     println!(
-        "webhook benchmark: {} calendars{}, mix {} (change,handshake,unknown,bad-token), \
+        "webhook benchmark: {} calendars{}{}, mix {} (change,handshake,unknown,bad-token), \
          closed loop {} connections x {:?} after {:?} warm-up, open loop {} req/s x {:?}, \
          server RUST_LOG={}, {} client threads",
         settings.calendars,
@@ -153,6 +170,14 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             " (cold: no request pending)"
         } else {
             ""
+        },
+        if a.with_syncs {
+            format!(
+                ", sync worker running ({} events per calendar at a fake Google; open loop first)",
+                a.events_per_calendar
+            )
+        } else {
+            String::new()
         },
         a.mix,
         a.connections,
@@ -207,6 +232,7 @@ async fn run_ceiling(settings: &Settings) -> anyhow::Result<TargetReport> {
         recorded: None,
         pg: None,
         warnings,
+        syncs: None,
     })
 }
 
@@ -242,14 +268,35 @@ async fn run_on(
     };
     let seeding = Instant::now();
     let store = db.store().await?;
+    let with_syncs = settings.args.with_syncs;
+    let token: fn(&str) -> String = if with_syncs {
+        FakeGoogle::refresh_token_for
+    } else {
+        |user| format!("refresh-{user}")
+    };
     let channels = database::seed(
         &store,
         settings.calendars,
         settings.args.calendars_per_user,
         16,
+        token,
     )
     .await
     .context("seeding calendars")?;
+    let fake = if with_syncs {
+        let fake = crate::sync::start_fake(2500)?;
+        for channel in &channels {
+            fake.google.bulk_create(
+                &UserId::parse(channel.user_id.as_str())?,
+                &GoogleCalendarId::parse(channel.google_calendar_id.as_str())?,
+                "seeded",
+                settings.args.events_per_calendar,
+            );
+        }
+        Some(fake)
+    } else {
+        None
+    };
     let seed_time = seeding.elapsed();
     println!(
         "seeded {} calendars with channels in {:.1} s",
@@ -266,14 +313,27 @@ async fn run_on(
         ("CHRONOS_BIND", &addr.to_string()),
         ("CHRONOS_ENCRYPTION_KEY", database::ENCRYPTION_KEY),
         ("CHRONOS_LOG_FORMAT", "json"),
-        ("CHRONOS_GOOGLE_API_BASE_URL", UNREACHABLE_GOOGLE),
-        ("CHRONOS_GOOGLE_TOKEN_URL", UNREACHABLE_GOOGLE),
-        ("CHRONOS_SYNC_DEBOUNCE_MS", IDLE_SYNC_MS),
-        ("CHRONOS_SYNC_MAX_DELAY_MS", IDLE_SYNC_MS),
         ("RUST_LOG", settings.args.server_log.as_str()),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .to_vec();
+    let google: Vec<(&str, String)> = match &fake {
+        // The server's own defaults for the debounce and its bound.
+        Some(fake) => vec![
+            ("CHRONOS_GOOGLE_API_BASE_URL", fake.api_base_url()),
+            ("CHRONOS_GOOGLE_TOKEN_URL", fake.token_url()),
+            ("CHRONOS_GOOGLE_CLIENT_ID", "fake-client".to_owned()),
+            ("CHRONOS_GOOGLE_CLIENT_SECRET", "fake-secret".to_owned()),
+        ],
+        None => vec![
+            ("CHRONOS_GOOGLE_API_BASE_URL", UNREACHABLE_GOOGLE.to_owned()),
+            ("CHRONOS_GOOGLE_TOKEN_URL", UNREACHABLE_GOOGLE.to_owned()),
+            ("CHRONOS_SYNC_DEBOUNCE_MS", IDLE_SYNC_MS.to_owned()),
+            ("CHRONOS_SYNC_MAX_DELAY_MS", IDLE_SYNC_MS.to_owned()),
+        ],
+    };
+    let mut env = env;
+    env.extend(google.into_iter().map(|(k, v)| (k.to_owned(), v)));
     let counters_before = db.pg_counters().await?;
     let mut process = ServerProcess::spawn(&Launch {
         program: server::sibling_binary("chronos-server")?,
@@ -283,6 +343,26 @@ async fn run_on(
         addr,
     })?;
     process.wait_ready(Duration::from_secs(30)).await?;
+    let mutator = match &fake {
+        Some(fake) => {
+            let started = Instant::now();
+            wait_for_full_syncs(&store, channels.len()).await?;
+            println!(
+                "initial full syncs of {} calendars ({} events each) done in {:.1} s",
+                channels.len(),
+                settings.args.events_per_calendar,
+                started.elapsed().as_secs_f64()
+            );
+            let per_sec = f64::from(settings.args.rate) * settings.args.mix.change_share();
+            Some(Mutator::start(
+                fake.google.clone(),
+                channels.clone(),
+                per_sec,
+            ))
+        }
+        None => None,
+    };
+    let syncs_before = SyncCounters::read(addr).await?;
     let workload = Workload::new(channels, settings.args.mix, true, addr)?;
     let workload = Arc::new(if settings.args.cold {
         workload.cold()
@@ -290,9 +370,20 @@ async fn run_on(
         workload
     });
     let (closed, open, closed_cpu) = measure(&process, &workload, settings).await?;
+    let syncs = match mutator {
+        Some(mutator) => {
+            let changed = mutator.stop().await;
+            let after = SyncCounters::read(addr).await?;
+            Some((after.minus(syncs_before), changed))
+        }
+        None => None,
+    };
     let peak_rss_kib = process.peak_rss_kib()?;
     let warnings = process.log_warnings(3);
     process.stop()?;
+    if let Some(fake) = &fake {
+        fake.stop().await;
+    }
     // Backends publish their statistics as they exit.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let recorded = db.recorded_requests(&store).await? - recorded_before;
@@ -321,6 +412,7 @@ async fn run_on(
         recorded: Some(recorded),
         pg,
         warnings,
+        syncs,
     })
 }
 
@@ -342,17 +434,28 @@ async fn measure(
     if !settings.warmup.is_zero() {
         load::closed_loop(addr, workload, a.connections, settings.warmup).await?;
     }
+    let open_loop = || {
+        load::open_loop(
+            addr,
+            workload,
+            a.open_connections,
+            a.rate,
+            settings.duration,
+        )
+    };
+    // With syncs, latency is measured before the closed loop leaves a backlog.
+    let open_first = if a.with_syncs {
+        Some(open_loop().await?)
+    } else {
+        None
+    };
     let cpu_before = process.cpu_time()?;
     let closed = load::closed_loop(addr, workload, a.connections, settings.duration).await?;
     let closed_cpu = process.cpu_time()?.saturating_sub(cpu_before);
-    let open = load::open_loop(
-        addr,
-        workload,
-        a.open_connections,
-        a.rate,
-        settings.duration,
-    )
-    .await?;
+    let open = match open_first {
+        Some(open) => open,
+        None => open_loop().await?,
+    };
     Ok((closed, open, closed_cpu))
 }
 
@@ -402,6 +505,16 @@ fn print_details(report: &TargetReport, settings: &Settings) {
     );
     for line in &report.warnings.1 {
         println!("  server: {line}");
+    }
+    if let Some((syncs, changed)) = report.syncs {
+        let seconds = (c.elapsed + o.elapsed).as_secs_f64().max(f64::EPSILON);
+        println!(
+            "sync worker during the measured phases: {:.0} syncs ({:.0}/s), {:.0} events applied; \
+             {changed} events changed at the fake Google",
+            syncs.syncs,
+            syncs.syncs / seconds,
+            syncs.events,
+        );
     }
     if let Some(recorded) = report.recorded {
         println!(
@@ -495,5 +608,119 @@ fn print_table(reports: &[TargetReport], settings: &Settings) {
             "{} {name}: every status as SPEC section 2 says ({problems} unexpected or failed)",
             verdict(problems == 0)
         );
+    }
+}
+
+/// Waits until every seeded calendar finished its first full sync.
+async fn wait_for_full_syncs(store: &Store, calendars: usize) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = database::count(
+            store,
+            "SELECT COUNT(*) AS n FROM calendar_sync_state WHERE full_sync_complete",
+        )
+        .await?;
+        if done >= calendars as i64 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {done} of {calendars} calendars finished their first sync"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Changes events at the fake Google at a steady rate, on random seeded
+/// calendars, so the syncs that notifications trigger find real changes.
+struct Mutator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Mutator {
+    fn start(google: FakeGoogle, channels: Vec<database::SeededChannel>, per_sec: f64) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut changed = 0u64;
+            if per_sec <= 0.0 || channels.is_empty() {
+                return changed;
+            }
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let per_tick = per_sec / 100.0;
+            let mut owed = 0.0;
+            let mut rng = load::Rng::new(0x5eed);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return changed,
+                    _ = tick.tick() => {}
+                }
+                owed += per_tick;
+                while owed >= 1.0 {
+                    owed -= 1.0;
+                    let channel = &channels[(rng.next() % channels.len() as u64) as usize];
+                    let (Ok(user), Ok(calendar)) = (
+                        UserId::parse(channel.user_id.as_str()),
+                        GoogleCalendarId::parse(channel.google_calendar_id.as_str()),
+                    ) else {
+                        continue;
+                    };
+                    let n = rng.next() % 1_000;
+                    google.calendar().put_event(
+                        &user,
+                        &calendar,
+                        serde_json::json!({"id": format!("changed{n:06}"), "status": "confirmed",
+                            "summary": format!("Changed event {changed}"),
+                            "start": {"dateTime": "2030-01-02T10:00:00Z"},
+                            "end": {"dateTime": "2030-01-02T10:30:00Z"}}),
+                    );
+                    changed += 1;
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> u64 {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(0)
+    }
+}
+
+/// The sync worker's counters, read from the server's `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+struct SyncCounters {
+    syncs: f64,
+    events: f64,
+}
+
+impl SyncCounters {
+    async fn read(addr: SocketAddr) -> anyhow::Result<Self> {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .context("reading /metrics")?
+            .text()
+            .await
+            .context("reading /metrics")?;
+        let sum = |family: &str| -> f64 {
+            text.lines()
+                .filter(|line| {
+                    line.strip_prefix(family)
+                        .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Ok(Self {
+            syncs: sum("chronos_syncs_total"),
+            events: sum("chronos_sync_events_applied_total"),
+        })
+    }
+
+    fn minus(self, before: Self) -> Self {
+        Self {
+            syncs: self.syncs - before.syncs,
+            events: self.events - before.events,
+        }
     }
 }
