@@ -9,12 +9,15 @@ use crate::schema::{
 };
 use crate::store::Store;
 use crate::timestamps::to_db;
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamp};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use std::collections::HashMap;
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber, SyncState};
+use time::PrimitiveDateTime;
 
 type ChannelRow = (
     String,         // token
@@ -93,14 +96,58 @@ impl Store {
     }
 }
 
+/// Where [`PostgresBatch`] binds its four arrays.
+const ARRAYS: &str = "$arrays";
+
+/// The PostgreSQL batch statement. Unlike `sql_query`, which diesel never
+/// prepares, this one is kept in the connection's statement cache (keyed by
+/// its text and bind types, the same for every batch), so PostgreSQL parses
+/// and plans it once per connection rather than once per batch.
+struct PostgresBatch<'a> {
+    /// The statement, with [`ARRAYS`] where the arrays go.
+    sql: &'a str,
+    calendars: Vec<String>,
+    channels: Vec<&'a str>,
+    numbers: Vec<Option<i64>>,
+    times: Vec<PrimitiveDateTime>,
+}
+
+impl QueryFragment<Pg> for PostgresBatch<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let (before, after) = self
+            .sql
+            .split_once(ARRAYS)
+            .ok_or_else(|| diesel::result::Error::QueryBuilderError("no array binds".into()))?;
+        out.push_sql(before);
+        out.push_bind_param::<Array<Text>, _>(&self.calendars)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&self.channels)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.numbers)?;
+        out.push_sql("::int8[], ");
+        out.push_bind_param::<Array<Timestamp>, _>(&self.times)?;
+        out.push_sql("::timestamp[]");
+        out.push_sql(after);
+        Ok(())
+    }
+}
+
+impl QueryId for PostgresBatch<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for PostgresBatch<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
 /// Per batch input row: calendar, channel, message number, request time. On
 /// PostgreSQL four arrays (`unnest`), on SQLite a multi-row `VALUES`; either
 /// way one statement whatever the batch size.
 fn input_sql(dialect: Dialect, rows: usize) -> String {
     match dialect {
-        Dialect::Postgres => {
-            "SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamp[])".to_owned()
-        }
+        // The arrays are bound by `PostgresBatch`, in this order.
+        Dialect::Postgres => format!("SELECT * FROM unnest({ARRAYS})"),
         Dialect::Sqlite => {
             let mut sql = String::from("VALUES ");
             for row in 0..rows {
@@ -262,31 +309,18 @@ pub(crate) async fn write_batch(
                  c.duplicate, (w.calendar_id IS NOT NULL) AS written \
                  FROM checked c LEFT JOIN written w ON w.calendar_id = c.calendar_id"
             );
+            let query = PostgresBatch {
+                sql: &sql,
+                calendars: sent.iter().map(|r| r.calendar_id.to_string()).collect(),
+                channels: sent.iter().map(|r| r.channel_id.as_str()).collect(),
+                numbers: sent
+                    .iter()
+                    .map(|r| r.message_number.map(MessageNumber::get))
+                    .collect(),
+                times: sent.iter().map(|r| to_db(r.requested_at)).collect(),
+            };
             let mut conn = checkout(pool).await?;
-            let rows: Vec<CheckedRow> = diesel::sql_query(sql)
-                .bind::<Array<Text>, _>(
-                    sent.iter()
-                        .map(|r| r.calendar_id.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Text>, _>(
-                    sent.iter()
-                        .map(|r| r.channel_id.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Nullable<BigInt>>, _>(
-                    sent.iter()
-                        .map(|r| r.message_number.map(MessageNumber::get))
-                        .collect::<Vec<_>>(),
-                )
-                .bind::<Array<Timestamp>, _>(
-                    sent.iter()
-                        .map(|r| to_db(r.requested_at))
-                        .collect::<Vec<_>>(),
-                )
-                .load(&mut *conn)
-                .await
-                .map_err(query_error)?;
+            let rows: Vec<CheckedRow> = query.load(&mut *conn).await.map_err(query_error)?;
             rows.into_iter()
                 .map(|row| {
                     let checked = Checked {
