@@ -26,6 +26,8 @@ const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const ADMIN_TOKEN: &str = "chronos-bench-admin-token";
 /// Throughput target: events applied per second into PostgreSQL.
 const TARGET_EVENTS_PER_SEC: f64 = 30_000.0;
+/// The change log may cost at most this share of the sync's throughput (issue 13).
+const CHANGE_LOG_RATIO: f64 = 0.85;
 /// "Bounded by a page": peak RSS may grow at most this much while the calendar grows 10x.
 const MAX_RSS_GROWTH: f64 = 1.5;
 /// How often a waiting loop asks the server.
@@ -70,6 +72,11 @@ pub struct SyncArgs {
     /// `RUST_LOG` for the server.
     #[arg(long, default_value = "warn")]
     pub server_log: String,
+    /// Also run the largest size with the change log's writes discarded (a
+    /// rule on PostgreSQL, a trigger on SQLite, added to the benchmark's own
+    /// database after its migrations), and print what the log costs.
+    #[arg(long)]
+    pub compare_change_log: bool,
     /// Where PostgreSQL databases are created.
     #[command(flatten)]
     pub postgres: PostgresArgs,
@@ -79,6 +86,8 @@ pub struct SyncArgs {
 #[derive(Debug)]
 struct SyncReport {
     backend: StoreTarget,
+    /// Whether the change log was written (see `--compare-change-log`).
+    change_log: bool,
     events: usize,
     pages: usize,
     /// From `POST /internal/calendars` to `idle` with `full_sync_complete`.
@@ -107,9 +116,17 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
     for &backend in &args.backends {
         for &events in &args.events {
             println!("\n== {backend:?}, {events} events ==");
-            let report = run_one(&args, backend, events)
+            let report = run_one(&args, backend, events, true)
                 .await
                 .with_context(|| format!("{backend:?} with {events} events"))?;
+            print_one(&report);
+            reports.push(report);
+        }
+        if let (true, Some(&events)) = (args.compare_change_log, args.events.iter().max()) {
+            println!("\n== {backend:?}, {events} events, change log off ==");
+            let report = run_one(&args, backend, events, false)
+                .await
+                .with_context(|| format!("{backend:?} with {events} events, change log off"))?;
             print_one(&report);
             reports.push(report);
         }
@@ -122,6 +139,7 @@ async fn run_one(
     args: &SyncArgs,
     backend: StoreTarget,
     events: usize,
+    change_log: bool,
 ) -> anyhow::Result<SyncReport> {
     let fake = start_fake(args.page_size)?;
     let user = UserId::parse("bench-user")?;
@@ -135,12 +153,39 @@ async fn run_one(
     );
     let dir = tempfile::tempdir().context("creating a temp dir")?;
     let db = create_db(backend, &args.postgres, dir.path()).await?;
+    if !change_log {
+        discard_change_log(&db).await?;
+    }
     let result = measure(args, &db, dir.path(), &fake, &user, &calendar, events).await;
     let dropped = db.drop_database().await;
     fake.stop().await;
     let report = result?;
     dropped?;
-    Ok(SyncReport { backend, ..report })
+    Ok(SyncReport {
+        backend,
+        change_log,
+        ..report
+    })
+}
+
+/// Makes every insert into `change_log` do nothing, in this database only:
+/// the sync then runs exactly as with the log, minus the log's writes.
+async fn discard_change_log(db: &BenchDb) -> anyhow::Result<()> {
+    let store = db.store().await?; // migrated
+    let sql = match db.backend {
+        database::Backend::Postgres => {
+            "CREATE RULE bench_discard_change_log AS ON INSERT TO change_log DO INSTEAD NOTHING"
+        }
+        database::Backend::Sqlite => {
+            "CREATE TRIGGER bench_discard_change_log BEFORE INSERT ON change_log \
+             BEGIN SELECT RAISE(IGNORE); END"
+        }
+    };
+    store
+        .execute_for_benchmark(sql)
+        .await
+        .context("turning the change log off")?;
+    Ok(())
 }
 
 async fn measure(
@@ -216,6 +261,7 @@ async fn measure(
     drop(store);
     Ok(SyncReport {
         backend: StoreTarget::Postgres,
+        change_log: true,
         events,
         pages: events.div_ceil(args.page_size.max(1)),
         wall,
@@ -283,9 +329,9 @@ fn print_one(r: &SyncReport) {
 
 fn print_summary(reports: &[SyncReport]) {
     println!(
-        "\n| backend | events | pages | full sync (s) | events/s | server's sync duration (s) | events/s (server's duration) | peak RSS (MiB) | incremental: changes, request to applied (ms), server's (ms) |"
+        "\n| backend | change log | events | pages | full sync (s) | events/s | server's sync duration (s) | events/s (server's duration) | peak RSS (MiB) | incremental: changes, request to applied (ms), server's (ms) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in reports {
         let server_rate = r.server_sync.map_or("-".to_owned(), |d| {
             format!("{:.0}", r.events as f64 / d.as_secs_f64().max(1e-9))
@@ -301,8 +347,9 @@ fn print_summary(reports: &[SyncReport]) {
             )
         });
         println!(
-            "| {:?} | {} | {} | {:.2} | {:.0} | {} | {} | {:.1} | {} |",
+            "| {:?} | {} | {} | {} | {:.2} | {:.0} | {} | {} | {:.1} | {} |",
             r.backend,
+            if r.change_log { "on" } else { "off" },
             r.events,
             r.pages,
             r.wall.as_secs_f64(),
@@ -315,7 +362,10 @@ fn print_summary(reports: &[SyncReport]) {
     }
     println!();
     for backend in [StoreTarget::Postgres, StoreTarget::Sqlite] {
-        let runs: Vec<&SyncReport> = reports.iter().filter(|r| r.backend == backend).collect();
+        let runs: Vec<&SyncReport> = reports
+            .iter()
+            .filter(|r| r.backend == backend && r.change_log)
+            .collect();
         let (Some(small), Some(large)) = (
             runs.iter().min_by_key(|r| r.events),
             runs.iter().max_by_key(|r| r.events),
@@ -323,6 +373,25 @@ fn print_summary(reports: &[SyncReport]) {
             continue;
         };
         let rate = large.events_per_sec();
+        if let Some(off) = reports
+            .iter()
+            .find(|r| r.backend == backend && !r.change_log && r.events == large.events)
+        {
+            let ratio = rate / off.events_per_sec().max(1e-9);
+            println!(
+                "{backend:?}: with the change log {:.0}% of the events/s without it ({:.0} vs {:.0}, {} events; target >= {:.0}%): {}",
+                100.0 * ratio,
+                rate,
+                off.events_per_sec(),
+                large.events,
+                100.0 * CHANGE_LOG_RATIO,
+                if ratio >= CHANGE_LOG_RATIO {
+                    "PASS"
+                } else {
+                    "MISS"
+                }
+            );
+        }
         let verdict = if rate >= TARGET_EVENTS_PER_SEC {
             "PASS"
         } else {

@@ -2,6 +2,7 @@
 
 use crate::channel_cache::ChannelCache;
 use crate::crypto::{CredentialCipher, resolve_key};
+use crate::dialect::LeaseClock;
 use crate::group_commit::GroupCommit;
 use crate::pool::{DatabaseUrl, DbPool, PoolOptions, with_conn};
 use crate::timestamps::to_db;
@@ -19,6 +20,8 @@ pub struct Store {
     pub(crate) readers: DbPool,
     pub(crate) cipher: CredentialCipher,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Where lease times come from (see [`LeaseClock`]).
+    lease_clock: LeaseClock,
     /// Recent channel lookups (see `channel_cache`).
     pub(crate) channel_cache: Arc<ChannelCache>,
     /// Started on first use, on the runtime of the first caller.
@@ -53,6 +56,7 @@ impl Store {
             readers,
             cipher: CredentialCipher::new(&key),
             clock: Arc::new(SystemClock),
+            lease_clock: LeaseClock::Database,
             channel_cache: Arc::default(),
             writer: Arc::default(),
             change_signal: Arc::new(tokio::sync::watch::Sender::new(0)),
@@ -60,10 +64,28 @@ impl Store {
         })
     }
 
-    /// The same store reading time from `clock` (tests move time by hand).
+    /// The same store reading time from `clock` (tests move time by hand),
+    /// for its leases too ([`LeaseClock::Instance`]).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self.lease_clock = LeaseClock::Instance;
         self
+    }
+
+    /// The same store ending and comparing leases on `lease_clock`.
+    pub fn with_lease_clock(mut self, lease_clock: LeaseClock) -> Self {
+        self.lease_clock = lease_clock;
+        self
+    }
+
+    /// Where this store's lease times come from: the database's clock on
+    /// PostgreSQL unless told otherwise; the instance's on SQLite (the host's
+    /// clock, which is the database's).
+    pub(crate) fn lease_clock(&self) -> LeaseClock {
+        match self.pool.dialect() {
+            crate::dialect::Dialect::Postgres => self.lease_clock,
+            crate::dialect::Dialect::Sqlite => LeaseClock::Instance,
+        }
     }
 
     /// The group-commit writer for sync requests.
@@ -125,6 +147,18 @@ impl Store {
                 .map_err(crate::pool::query_error)?
         });
         Ok(count.n)
+    }
+
+    /// Runs `sql`, a statement returning no rows (the benchmarks' set-up of
+    /// their own databases; never given outside input).
+    pub async fn execute_for_benchmark(&self, sql: &str) -> Result<(), StoreError> {
+        with_conn!(&self.pool, |conn| {
+            diesel::sql_query(sql)
+                .execute(conn)
+                .await
+                .map_err(crate::pool::query_error)?
+        });
+        Ok(())
     }
 
     /// Migrates, then builds the store.
