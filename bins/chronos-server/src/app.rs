@@ -144,8 +144,12 @@ impl Application {
             tracing::warn!("{line}");
         }
         let store = open_store(&config).await?;
-        let clock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let store = store.with_clock(Arc::clone(&clock));
+        // A clock given by a test drives the store (its leases included);
+        // otherwise leases run on the database's clock (`LeaseClock`).
+        let (store, clock) = match overrides.clock {
+            Some(clock) => (store.with_clock(Arc::clone(&clock)), clock),
+            None => (store, Arc::new(SystemClock) as Arc<dyn Clock>),
+        };
         let entropy = overrides.entropy.unwrap_or_else(|| Arc::new(OsEntropy));
         let calendar = match overrides.calendar {
             Some(calendar) => calendar,

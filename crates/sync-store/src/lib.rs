@@ -33,5 +33,6 @@ mod timestamps;
 pub mod tls;
 mod webhook;
 
+pub use dialect::LeaseClock;
 pub use pool::{DatabaseUrl, DatabaseUrlError, DbPool, PoolOptions};
 pub use store::Store;

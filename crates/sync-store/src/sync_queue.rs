@@ -10,7 +10,7 @@
 
 use crate::calendars::sync_state::{FAILING, GONE, IDLE, NEEDS_REAUTH, PENDING};
 use crate::channels::{push_mode, retire_active_channels};
-use crate::dialect::Dialect;
+use crate::dialect::{Dialect, LeaseClock};
 use crate::events::page_rows;
 use crate::pool::{query_error, with_conn};
 use crate::schema::{
@@ -55,9 +55,9 @@ pub(crate) fn request_sql(dialect: Dialect, filter: &str) -> String {
 /// consumed request's time moves to `sync_claimed_request_at` (kept over
 /// failed attempts, cleared by a successful sync) for the latency metric;
 /// the request itself is consumed by [`consume_sql`] in the same transaction.
-fn claim_sql(dialect: Dialect) -> String {
+fn claim_sql(dialect: Dialect, clock: LeaseClock) -> String {
     dialect.placeholders(&format!(
-        "UPDATE calendar_sync_state SET lease_owner = $1, lease_expires_at = $2, \
+        "UPDATE calendar_sync_state SET lease_owner = $1, lease_expires_at = {until}, \
          claim_epoch = claim_epoch + 1, sync_state = '{syncing}', \
          sync_claimed_request_at = COALESCE(sync_claimed_request_at, \
            (SELECT r.first_requested_at FROM sync_requests r WHERE r.calendar_id = calendar_sync_state.id)), \
@@ -68,11 +68,13 @@ fn claim_sql(dialect: Dialect) -> String {
                AND (r.last_requested_at <= $4 OR r.first_requested_at <= $5) \
              UNION ALL SELECT l.id FROM calendar_sync_state l WHERE l.lease_owner IS NOT NULL) \
            AND ((cs.lease_owner IS NULL AND (cs.next_attempt_at IS NULL OR cs.next_attempt_at <= $6)) \
-             OR (cs.lease_owner IS NOT NULL AND (cs.lease_expires_at < $7 OR {gone}))) \
+             OR (cs.lease_owner IS NOT NULL AND (cs.lease_expires_at < {now} OR {gone}))) \
            LIMIT $8{lock}) \
          RETURNING id, user_id, google_calendar_id, sync_token, sync_generation, failure_count, \
          sync_claimed_request_at, claim_epoch",
         gone = dialect.owner_gone("cs.lease_owner"),
+        until = clock.until_sql("$2", "$3"),
+        now = clock.now_sql("$7"),
         syncing = SyncState::Syncing,
         gone_state = SyncState::Gone,
         reauth = SyncState::NeedsReauth,
@@ -198,7 +200,7 @@ macro_rules! held {
 #[async_trait]
 impl SyncQueue for Store {
     async fn claim_due(&self, request: ClaimRequest<'_>) -> Result<Vec<Claim>, StoreError> {
-        let sql = claim_sql(self.dialect());
+        let sql = claim_sql(self.dialect(), self.lease_clock());
         let now = to_db(request.now);
         let rows: Vec<ClaimedRow> = with_conn!(&self.pool, |conn| {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -243,7 +245,9 @@ impl SyncQueue for Store {
         let updated = with_conn!(&self.pool, |conn| {
             diesel::update(held!(&calendar, claim))
                 .set((
-                    cs::lease_expires_at.eq(Some(to_db(lease_until))),
+                    cs::lease_expires_at.eq(self
+                        .lease_clock()
+                        .until_expr(to_db(lease_until), to_db(now))),
                     cs::updated_at.eq(to_db(now)),
                 ))
                 .execute(conn)
@@ -283,7 +287,7 @@ impl SyncQueue for Store {
         let calendar = claim.calendar_id.to_string();
         let now = to_db(page.now);
         let rows = page_rows(&calendar, page.events, page.generation, now);
-        let until = to_db(page.lease_until);
+        let until = self.lease_clock().until_expr(to_db(page.lease_until), now);
         let completion = page.completion.as_ref();
         let upsert_sql = self.dialect().placeholders(&upsert_sql(rows.len()));
         let event_ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
@@ -294,7 +298,7 @@ impl SyncQueue for Store {
                 // writes nothing. The webhook never needs this lock (it writes
                 // `sync_requests` only), so it never waits for this page.
                 let held = diesel::update(held!(&calendar, claim))
-                    .set(cs::lease_expires_at.eq(Some(until)))
+                    .set(cs::lease_expires_at.eq(until))
                     .execute(conn)
                     .await?;
                 if held == 0 {

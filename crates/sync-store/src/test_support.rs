@@ -89,7 +89,9 @@ impl TestDb {
         })
     }
 
-    /// A migrated store on this database.
+    /// A migrated store on this database. Its leases run on the times the
+    /// test passes ([`crate::LeaseClock::Instance`]): the contract tests move
+    /// time by passing it. (`lease_clock.rs` tests the database's clock.)
     pub async fn store(&self) -> Store {
         Store::open(
             self.url.clone(),
@@ -98,6 +100,7 @@ impl TestDb {
         )
         .await
         .expect("opening the test store")
+        .with_lease_clock(crate::LeaseClock::Instance)
     }
 
     /// The URL as a string for a server's `database_url`.

@@ -46,7 +46,7 @@ pub(crate) use release;
 /// (never taken, expired, or held by an instance known dead: `$owner_gone`,
 /// from `Dialect::owner_gone`).
 macro_rules! due_and_free {
-    ($query:expr, $now:expr, $owner_gone:expr) => {
+    ($query:expr, $now:expr, $clock:expr, $owner_gone:expr) => {
         $query
             .filter(cs::push_mode.eq(push_mode::PUSH))
             .filter(cs::sync_state.ne(crate::calendars::sync_state::GONE))
@@ -58,7 +58,7 @@ macro_rules! due_and_free {
             .filter(
                 cs::channel_lease_owner
                     .is_null()
-                    .or(cs::channel_lease_expires_at.le($now))
+                    .or(cs::channel_lease_expires_at.le($clock.now_expr($now)))
                     .or(diesel::dsl::sql::<diesel::sql_types::Bool>($owner_gone)),
             )
     };
@@ -68,15 +68,16 @@ macro_rules! due_and_free {
 /// checked again by the `UPDATE` itself, so two instances racing for the same
 /// calendar cannot both win.
 macro_rules! claim_update {
-    ($conn:expr, $ids:expr, $owner:expr, $now:expr, $until:expr, $owner_gone:expr) => {
+    ($conn:expr, $ids:expr, $owner:expr, $now:expr, $until:expr, $clock:expr, $owner_gone:expr) => {
         diesel::update(due_and_free!(
             cs::table.filter(cs::id.eq_any($ids)),
             $now,
+            $clock,
             $owner_gone
         ))
         .set((
             cs::channel_lease_owner.eq(Some($owner)),
-            cs::channel_lease_expires_at.eq(Some($until)),
+            cs::channel_lease_expires_at.eq($clock.until_expr($until, $now)),
         ))
         .returning((
             cs::id,
@@ -93,8 +94,8 @@ macro_rules! claim_update {
 
 /// Up to `$limit` candidate calendars, most overdue first.
 macro_rules! candidates {
-    ($now:expr, $limit:expr, $owner_gone:expr) => {
-        due_and_free!(cs::table, $now, $owner_gone)
+    ($now:expr, $limit:expr, $clock:expr, $owner_gone:expr) => {
+        due_and_free!(cs::table, $now, $clock, $owner_gone)
             .order(cs::channel_next_attempt_at.asc())
             .limit($limit)
             .select(cs::id)
@@ -118,6 +119,7 @@ impl Store {
             .dialect()
             .owner_gone("calendar_sync_state.channel_lease_owner");
         let gone = gone.as_str();
+        let clock = self.lease_clock();
         let rows: Vec<WorkRow> = match &self.pool {
             // The one backend difference: PostgreSQL skips calendars another
             // instance is claiming right now instead of queueing behind its lock.
@@ -125,23 +127,24 @@ impl Store {
                 use diesel_async::AsyncConnection as _;
                 let mut conn = checkout(pool).await?;
                 conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                    let ids: Vec<String> = candidates!(now_db, limit, gone)
+                    let ids: Vec<String> = candidates!(now_db, limit, clock, gone)
                         .for_update()
                         .skip_locked()
                         .load(conn)
                         .await?;
-                    claim_update!(conn, ids, owner, now_db, until, gone)
+                    claim_update!(conn, ids, owner, now_db, until, clock, gone)
                 })
                 .await
                 .map_err(query_error)?
             }
             DbPool::Sqlite(pool) => {
                 let mut conn = checkout(pool).await?;
-                let ids: Vec<String> = candidates!(now_db, limit, gone)
+                let ids: Vec<String> = candidates!(now_db, limit, clock, gone)
                     .load(&mut *conn)
                     .await
                     .map_err(query_error)?;
-                claim_update!(&mut *conn, ids, owner, now_db, until, gone).map_err(query_error)?
+                claim_update!(&mut *conn, ids, owner, now_db, until, clock, gone)
+                    .map_err(query_error)?
             }
         };
         rows.into_iter()
@@ -167,7 +170,10 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let until = to_db(self.clock.now() + lease);
+        let now = self.clock.now();
+        let until = self
+            .lease_clock()
+            .until_expr(to_db(now + lease), to_db(now));
         let calendar = calendar_id.to_string();
         let renewed = with_conn!(&self.pool, |conn| {
             diesel::update(
@@ -175,7 +181,7 @@ impl Store {
                     .filter(cs::id.eq(&calendar))
                     .filter(cs::channel_lease_owner.eq(owner)),
             )
-            .set(cs::channel_lease_expires_at.eq(Some(until)))
+            .set(cs::channel_lease_expires_at.eq(until))
             .execute(&mut *conn)
             .await
             .map_err(query_error)?
