@@ -329,6 +329,31 @@ pub async fn consume_pending_request(store: &Store, calendar: sync_domain::Calen
     consumed.expect("consuming the test calendar's pending request");
 }
 
+/// Runs raw statements on the test store's database, one at a time: those of
+/// `sqlite` or of `postgres`, whichever backend it uses (to set up what no
+/// store call can, e.g. a trigger that makes the database refuse a row).
+pub async fn execute_sql(store: &Store, sqlite: &[&str], postgres: &[&str]) {
+    use diesel_async::RunQueryDsl;
+    let ran: Result<(), sync_domain::ports::StoreError> = async {
+        crate::pool::with_conn!(&store.pool, |conn| {
+            let statements = if store.dialect() == crate::dialect::Dialect::Sqlite {
+                sqlite
+            } else {
+                postgres
+            };
+            for statement in statements {
+                diesel::sql_query(*statement)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(crate::pool::query_error)?;
+            }
+        });
+        Ok(())
+    }
+    .await;
+    ran.expect("running test SQL");
+}
+
 /// Declares a test that runs once per backend, as `NAME::sqlite` and `NAME::postgres`.
 /// The body is an async fn taking a migrated [`Store`].
 #[macro_export]
