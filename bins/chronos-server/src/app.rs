@@ -24,6 +24,8 @@ pub struct Overrides {
     pub calendar: Option<Arc<dyn CalendarApi>>,
     pub clock: Option<Arc<dyn Clock>>,
     pub entropy: Option<Arc<dyn Entropy>>,
+    /// The event stream's heartbeat instead of `webhook_http::changes::HEARTBEAT` (15 s).
+    pub stream_heartbeat: Option<Duration>,
 }
 
 /// A built server, bound and ready to run.
@@ -183,7 +185,11 @@ impl Application {
             Arc::clone(&clock),
             config.admin_token.as_ref().map(|t| t.expose().to_owned()),
         ));
-        let changes = web::Data::new(ChangesState::new(Arc::new(store.clone())));
+        let changes = ChangesState::new(Arc::new(store.clone()));
+        let changes = web::Data::new(match overrides.stream_heartbeat {
+            Some(heartbeat) => changes.with_heartbeat(heartbeat),
+            None => changes,
+        });
         let metrics_store = store.clone();
         let renderer = web::Data::new(MetricsRenderer::new(move || {
             crate::metrics::render(&metrics_store)
