@@ -8,51 +8,12 @@ use std::time::Duration;
 use sync_domain::calendar::GoogleEvent;
 use sync_domain::ports::CredentialStore;
 use sync_domain::repeats::{FailureSite, count_identical_failures};
-use sync_domain::schedule::CoalescingPolicy;
-use sync_domain::sync::{
-    Claim, ClaimRef, ClaimRequest, FailureAction, PageWrite, PollPolicy, SyncCompletion, SyncQueue,
-};
-use sync_domain::{GoogleCalendarId, RefreshToken, UserId};
+use sync_domain::sync::{Claim, FailureAction, PageWrite, PollPolicy, SyncCompletion, SyncQueue};
+use sync_domain::{RefreshToken, UserId};
 use sync_store::Store;
-use sync_store::calendars::Calendar;
 use sync_store::test_on_both_backends;
-use sync_store::test_support::seed_calendar;
+use sync_store::test_support::{CLAIM_LEASE as LEASE, claim_at, connected, me, seed_calendar};
 use time::OffsetDateTime;
-
-const LEASE: Duration = Duration::from_secs(60);
-
-async fn connected(store: &Store, user: &str, calendar: &str) -> Calendar {
-    let user = UserId::parse(user).unwrap();
-    store
-        .put_refresh_token(&user, &RefreshToken::new("r"))
-        .await
-        .unwrap();
-    store
-        .connect_calendar(&user, &GoogleCalendarId::parse(calendar).unwrap())
-        .await
-        .unwrap()
-        .0
-}
-
-fn policy(debounce_ms: u64) -> CoalescingPolicy {
-    CoalescingPolicy {
-        debounce: Duration::from_millis(debounce_ms),
-        max_delay: Duration::from_millis(debounce_ms * 10),
-    }
-}
-
-async fn claim_at(store: &Store, owner: &str, now: OffsetDateTime, debounce_ms: u64) -> Vec<Claim> {
-    store
-        .claim_due(ClaimRequest {
-            owner,
-            now,
-            cutoffs: policy(debounce_ms).cutoffs(now),
-            lease_until: now + LEASE,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-}
 
 fn later(ms: i64) -> OffsetDateTime {
     OffsetDateTime::now_utc() + time::Duration::milliseconds(ms)
@@ -67,10 +28,6 @@ fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
         summary: Some(summary.to_owned()),
         raw: json!({"id": id, "status": status, "summary": summary}),
     }
-}
-
-fn me(claim: &Claim, owner: &'static str) -> ClaimRef<'static> {
-    claim.by(owner)
 }
 
 async fn complete(
