@@ -136,6 +136,10 @@ impl Application {
 
     /// As [`Self::build`], with parts of the outside world replaced.
     pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        // The recorder first: whatever is recorded or described before it is
+        // installed goes nowhere (a worker or a request could otherwise beat
+        // the sampler, which used to install it).
+        let _ = crate::metrics::handle();
         // Before migrations and any lease take-over: a second server on the
         // same SQLite file stops here, having touched nothing.
         let lock = match &config.database_url {

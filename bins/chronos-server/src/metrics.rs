@@ -179,6 +179,20 @@ fn describe() {
         Unit::Count,
         "Channel stops at Google by outcome (stopped, retry, error)."
     );
+    describe_gauge!(
+        crate::workers::changes::FEED_ENTRIES,
+        Unit::Count,
+        "Entries kept in the change feed."
+    );
+    describe_gauge!(
+        crate::workers::changes::FEED_OLDEST_POSITION,
+        "The oldest change feed position kept (0 when empty)."
+    );
+    describe_counter!(
+        crate::workers::changes::FEED_PRUNED,
+        Unit::Count,
+        "Change feed entries removed by retention."
+    );
     describe_gauge!(CALENDARS, Unit::Count, "Calendars by sync state.");
     describe_gauge!(
         CALENDARS_BY_PUSH_MODE,
