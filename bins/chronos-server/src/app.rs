@@ -24,6 +24,8 @@ pub struct Overrides {
     pub calendar: Option<Arc<dyn CalendarApi>>,
     pub clock: Option<Arc<dyn Clock>>,
     pub entropy: Option<Arc<dyn Entropy>>,
+    /// The event stream's heartbeat instead of `webhook_http::changes::HEARTBEAT` (15 s).
+    pub stream_heartbeat: Option<Duration>,
 }
 
 /// A built server, bound and ready to run.
@@ -134,6 +136,10 @@ impl Application {
 
     /// As [`Self::build`], with parts of the outside world replaced.
     pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
+        // The recorder first: whatever is recorded or described before it is
+        // installed goes nowhere (a worker or a request could otherwise beat
+        // the sampler, which used to install it).
+        let _ = crate::metrics::handle();
         // Before migrations and any lease take-over: a second server on the
         // same SQLite file stops here, having touched nothing.
         let lock = match &config.database_url {
@@ -187,7 +193,11 @@ impl Application {
             Arc::clone(&clock),
             config.admin_token.as_ref().map(|t| t.expose().to_owned()),
         ));
-        let changes = web::Data::new(ChangesState::new(Arc::new(store.clone())));
+        let changes = ChangesState::new(Arc::new(store.clone()));
+        let changes = web::Data::new(match overrides.stream_heartbeat {
+            Some(heartbeat) => changes.with_heartbeat(heartbeat),
+            None => changes,
+        });
         let metrics_store = store.clone();
         let renderer = web::Data::new(MetricsRenderer::new(move || {
             crate::metrics::render(&metrics_store)

@@ -16,8 +16,13 @@ use sync_store::channels::{push_mode, state};
 use sync_store::health::HealthSnapshot;
 use tokio_util::sync::CancellationToken;
 
-/// Syncs by `outcome`: `success`, `retry`, `gone`, `needs_reauth`, `lease_lost`, `abandoned`.
+/// Syncs by `outcome`: `success`, `retry`, `stopped_retrying`, `gone`,
+/// `needs_reauth`, `lease_lost`, `abandoned`.
 pub const SYNCS: &str = "chronos_syncs_total";
+/// Syncs that stopped retrying: the same failure on the same page
+/// `IDENTICAL_FAILURE_LIMIT` times in a row (see `sync_domain::repeats`); the
+/// calendar stays `failing` until a new sync request.
+pub const RETRIES_STOPPED: &str = "chronos_sync_retries_stopped_total";
 /// How long a sync took, by `outcome` as in [`SYNCS`].
 pub const SYNC_DURATION: &str = "chronos_sync_duration_seconds";
 /// Events (created, changed or cancelled) written to the mirror.
@@ -142,7 +147,12 @@ fn describe() {
     describe_counter!(
         SYNCS,
         Unit::Count,
-        "Syncs by outcome (success, retry, gone, needs_reauth, lease_lost, abandoned)."
+        "Syncs by outcome (success, retry, stopped_retrying, gone, needs_reauth, lease_lost, abandoned)."
+    );
+    describe_counter!(
+        RETRIES_STOPPED,
+        Unit::Count,
+        "Syncs that stopped retrying after the same failure on the same page five times in a row; the calendar stays failing until a new sync request."
     );
     describe_histogram!(
         SYNC_DURATION,
@@ -168,6 +178,20 @@ fn describe() {
         STOPS,
         Unit::Count,
         "Channel stops at Google by outcome (stopped, retry, error)."
+    );
+    describe_gauge!(
+        crate::workers::changes::FEED_ENTRIES,
+        Unit::Count,
+        "Entries kept in the change feed."
+    );
+    describe_gauge!(
+        crate::workers::changes::FEED_OLDEST_POSITION,
+        "The oldest change feed position kept (0 when empty)."
+    );
+    describe_counter!(
+        crate::workers::changes::FEED_PRUNED,
+        Unit::Count,
+        "Change feed entries removed by retention."
     );
     describe_gauge!(CALENDARS, Unit::Count, "Calendars by sync state.");
     describe_gauge!(

@@ -88,9 +88,12 @@ pub async fn run(config: &Config, command: ChangesCommand) -> anyhow::Result<()>
         sync_store::DatabaseUrl::Postgres(_) => WAIT,
         sync_store::DatabaseUrl::Sqlite(_) => SQLITE_WAIT,
     };
-    let listener = store.listen_for_changes(async {
-        let _ = tokio::signal::ctrl_c().await;
-    });
+    // On SQLite `listen_for_changes` returns at once (there is nothing to
+    // listen to): only Ctrl-C, or a failed read, may end the tail.
+    let listener = async {
+        store.listen_for_changes(std::future::pending()).await;
+        std::future::pending::<()>().await;
+    };
     let follow = async {
         let mut out = std::io::stdout();
         loop {
@@ -109,6 +112,7 @@ pub async fn run(config: &Config, command: ChangesCommand) -> anyhow::Result<()>
         Ok::<(), anyhow::Error>(())
     };
     tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
         () = listener => Ok(()),
         result = follow => result,
     }

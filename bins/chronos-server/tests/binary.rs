@@ -661,3 +661,204 @@ async fn keys_rotate_reencrypts_under_the_new_key_so_the_old_one_can_go() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
 }
+
+/// `chronos-server changes tail ARGS` on `db`, its stdout read line by line
+/// on a thread (the command runs until it is killed).
+struct Tail {
+    _child: KillOnDrop,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Tail {
+    fn start(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> Self {
+        let mut child = chronos(dir)
+            .env("CHRONOS_DATABASE_URL", db.url_string())
+            .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
+            .args(["changes", "tail"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if send.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            _child: KillOnDrop(child),
+            lines,
+        }
+    }
+
+    /// The next line, waiting up to 20 s.
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("changes tail printed a line in time")
+    }
+
+    /// Lines printed within `wait` (none expected, say).
+    fn within(&self, wait: Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+}
+
+/// Connects `google_calendar` of `user-1` (which logs `calendar_connected`).
+async fn connect_for_tail(store: &sync_store::Store, google_calendar: &str) -> String {
+    let (calendar, _) = store
+        .connect_calendar(
+            &sync_domain::UserId::parse("user-1").unwrap(),
+            &sync_domain::GoogleCalendarId::parse(google_calendar).unwrap(),
+        )
+        .await
+        .unwrap();
+    calendar.id.to_string()
+}
+
+async fn tail_from_start_prints_every_kept_entry(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.store().await;
+    let a = connect_for_tail(&store, "a").await;
+    let b = connect_for_tail(&store, "b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tail = Tail::start(&db, dir.path(), &["--from-start"]);
+    let first = tail.next();
+    let second = tail.next();
+    assert!(
+        first.contains("calendar_connected") && first.contains(&format!("calendar={a}")),
+        "{first}"
+    );
+    assert!(first.contains("user=user-1"), "{first}");
+    assert!(second.contains(&format!("calendar={b}")), "{second}");
+    // And it goes on following: an entry written now is printed too.
+    let c = connect_for_tail(&store, "c").await;
+    let third = tail.next();
+    assert!(third.contains(&format!("calendar={c}")), "{third}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_tail_from_start_prints_every_kept_entry_then_follows_on_sqlite() {
+    tail_from_start_prints_every_kept_entry(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_tail_from_start_prints_every_kept_entry_then_follows_on_postgres() {
+    tail_from_start_prints_every_kept_entry(Backend::Postgres).await;
+}
+
+async fn tail_of_one_calendar_prints_only_its_entries(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.store().await;
+    let a = connect_for_tail(&store, "a").await;
+    connect_for_tail(&store, "b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tail = Tail::start(
+        &db,
+        dir.path(),
+        &["--from-start", "--calendar", &a, "--json"],
+    );
+    let connected: serde_json::Value = serde_json::from_str(&tail.next()).unwrap();
+    assert_eq!(connected["calendar_id"], a.as_str());
+    assert_eq!(connected["kind"], "calendar_connected");
+    assert!(connected["cursor"].is_string(), "{connected}");
+    // Another calendar's entry is not printed; this one's disconnect is.
+    connect_for_tail(&store, "c").await;
+    sync_domain::admin::CalendarAdmin::disconnect(
+        &store,
+        sync_domain::CalendarId::parse(&a).unwrap(),
+    )
+    .await
+    .unwrap();
+    let next: serde_json::Value = serde_json::from_str(&tail.next()).unwrap();
+    assert_eq!(next["calendar_id"], a.as_str(), "{next}");
+    assert_eq!(next["kind"], "calendar_disconnected", "{next}");
+    assert!(tail.within(Duration::from_millis(500)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_tail_of_one_calendar_prints_only_its_entries_on_sqlite() {
+    tail_of_one_calendar_prints_only_its_entries(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_tail_of_one_calendar_prints_only_its_entries_on_postgres() {
+    tail_of_one_calendar_prints_only_its_entries(Backend::Postgres).await;
+}
+
+async fn tail_without_from_start_begins_at_now(backend: Backend) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let store = db.store().await;
+    let old = connect_for_tail(&store, "old").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tail = Tail::start(&db, dir.path(), &[]);
+    // The tail takes "now" when its first read runs: keep writing until it
+    // prints, then only entries written after it started may show.
+    let mut written = Vec::new();
+    let first = loop {
+        written.push(connect_for_tail(&store, &format!("new-{}", written.len())).await);
+        if let Some(line) = tail.within(Duration::from_millis(500)).into_iter().next() {
+            break line;
+        }
+        assert!(written.len() < 40, "changes tail printed nothing");
+    };
+    assert!(!first.contains(&old), "history is not replayed: {first}");
+    assert!(
+        written.iter().any(|id| first.contains(id.as_str())),
+        "{first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_tail_without_from_start_begins_at_now_on_sqlite() {
+    tail_without_from_start_begins_at_now(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_tail_without_from_start_begins_at_now_on_postgres() {
+    tail_without_from_start_begins_at_now(Backend::Postgres).await;
+}
+
+#[test]
+fn changes_tail_names_a_calendar_that_is_not_a_uuid() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        chronos(dir.path())
+            .arg("migrate")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let (output, exited) = output_within(
+        chronos(dir.path()).args(["changes", "tail", "--calendar", "primary"]),
+        20,
+    );
+    assert!(exited && !output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("`primary` is not a calendar id (a UUID)"),
+        "{stderr}"
+    );
+}

@@ -9,7 +9,7 @@ mod support;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
-use support::{ADMIN_TOKEN, TestApp, spawn_app};
+use support::{ADMIN_TOKEN, TestApp, spawn_app, spawn_app_overriding};
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
 use sync_store::test_support::Backend;
 
@@ -394,4 +394,70 @@ async fn the_stream_sends_entries_with_ids_and_resumes(backend: Backend) {
 on_both_backends!(
     the_event_stream_sends_ids_and_resumes_from_last_event_id,
     the_stream_sends_entries_with_ids_and_resumes
+);
+
+/// Reads raw frames (up to each blank line) until `enough` holds of those read
+/// so far; fails after 10 s.
+async fn read_frames(
+    response: &mut reqwest::Response,
+    enough: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let mut buffer = String::new();
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !enough(&frames) {
+        let chunk = tokio::time::timeout_at(deadline.into(), response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("timed out; frames so far: {frames:?}"))
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            frames.push(buffer.drain(..end + 2).collect());
+        }
+    }
+    frames
+}
+
+const HEARTBEAT_FRAME: &str = ": heartbeat\n\n";
+
+async fn a_quiet_stream_sends_a_heartbeat_comment_each_interval(backend: Backend) {
+    let heartbeat = Duration::from_millis(300);
+    let Some(app) = spawn_app_overriding(
+        backend,
+        |_| {},
+        |overrides| overrides.stream_heartbeat = Some(heartbeat),
+    )
+    .await
+    else {
+        return;
+    };
+    let opened = Instant::now();
+    let mut stream = get(&app, "/internal/changes/stream").await;
+    assert_eq!(stream.status().as_u16(), 200);
+    let beats = |frames: &[String]| frames.iter().filter(|f| *f == HEARTBEAT_FRAME).count();
+    let frames = read_frames(&mut stream, |frames| beats(frames) >= 3).await;
+    assert_eq!(frames[0], ": connected\n\n");
+    assert!(
+        frames[1..].iter().all(|f| f == HEARTBEAT_FRAME),
+        "only comments while nothing happens: {frames:?}"
+    );
+    assert!(
+        opened.elapsed() >= heartbeat * 3,
+        "one comment per interval, not faster: {:?}",
+        opened.elapsed()
+    );
+    // An entry goes out as an event between the comments, which then go on.
+    connect(&app, "a").await;
+    let frames = read_frames(&mut stream, |frames| {
+        frames.iter().any(|f| f.starts_with("id: ")) && beats(frames) >= 1
+    })
+    .await;
+    let event = frames.iter().find(|f| f.starts_with("id: ")).unwrap();
+    assert!(event.contains("calendar_connected"), "{event}");
+}
+
+on_both_backends!(
+    the_event_stream_sends_a_heartbeat_comment_every_interval,
+    a_quiet_stream_sends_a_heartbeat_comment_each_interval
 );

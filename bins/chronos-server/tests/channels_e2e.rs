@@ -66,6 +66,7 @@ async fn spawn(
             calendar: Some(calendar),
             clock: Some(clock.clone()),
             entropy: None,
+            stream_heartbeat: None,
         },
     )
     .await

@@ -52,6 +52,7 @@ async fn spawn(admin_token: Option<&str>) -> (String, TestDb) {
         calendar: Some(Arc::new(FakeGoogleCalendar::new())),
         clock: None,
         entropy: None,
+        stream_heartbeat: None,
     };
     let app = Application::build_with(config, overrides).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -24,6 +24,7 @@ use sync_domain::{ChannelId, GoogleCalendarId, RefreshToken, ResourceId, UserId}
 use sync_store::Store;
 use sync_store::calendars::Calendar;
 use sync_store::test_on_both_backends;
+use sync_store::test_support::execute_sql;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -469,6 +470,81 @@ test_on_both_backends!(
         })
         .await;
         next.stop().await;
+    }
+);
+
+/// Makes the database refuse to store the event `poison` (what a deterministic
+/// database error looks like to the worker), or lifts the refusal.
+async fn refuse_poison(store: &Store, refuse: bool) {
+    if refuse {
+        execute_sql(
+            store,
+            &[
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON calendar_events \
+               WHEN NEW.event_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poison event refused'); END",
+            ],
+            &[
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.event_id = 'poison' THEN RAISE EXCEPTION 'poison event refused'; \
+                 END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON calendar_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+            ],
+        )
+        .await;
+    } else {
+        execute_sql(
+            store,
+            &["DROP TRIGGER refuse_poison"],
+            &["DROP TRIGGER refuse_poison ON calendar_events"],
+        )
+        .await;
+    }
+}
+
+test_on_both_backends!(
+    a_page_the_database_always_refuses_stops_retrying_and_leaves_the_calendar_failing,
+    async |store: Store| {
+        let fake = FakeGoogleCalendar::new();
+        fake.create_event(&user("u1"), &primary(), "fine", "stored");
+        fake.create_event(&user("u1"), &primary(), "poison", "refused");
+        refuse_poison(&store, true).await;
+        let calendar = connect(&store, &fake, "u1").await;
+        let worker = start(&store, Arc::new(fake.clone()), "w1", options());
+        eventually("the retries stop", || async {
+            let row = store.calendar(calendar.id).await.unwrap().unwrap();
+            row.last_error
+                .is_some_and(|e| e.starts_with("stopped retrying"))
+        })
+        .await;
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(row.sync_state, "failing");
+        let error = row.last_error.unwrap();
+        assert!(
+            error.contains("after 5 identical failures on page 1 of a full sync"),
+            "{error}"
+        );
+        assert!(error.contains("poison event refused"), "says why: {error}");
+        assert_eq!(row.next_attempt_at, None, "no retry is scheduled");
+        assert_eq!(fake.calls(FakeMethod::ListEvents), 5, "the bounded tries");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(fake.calls(FakeMethod::ListEvents), 5, "and no more");
+        // What `calendars list` prints for it.
+        let views = sync_domain::admin::CalendarAdmin::calendars(&store, None)
+            .await
+            .unwrap();
+        let table = chronos_server::operator::calendars_table(&views, OffsetDateTime::now_utc());
+        assert!(
+            table.contains("failing") && table.contains("stopped retrying"),
+            "{table}"
+        );
+        // The cause is fixed; a new request (a notification, `calendars sync`) syncs it.
+        refuse_poison(&store, false).await;
+        store.request_sync(calendar.id).await.unwrap();
+        eventually("recovered", || converged(&store, &fake, &calendar, "u1")).await;
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!((row.failure_count, row.last_error), (0, None));
+        worker.stop().await;
     }
 );
 

@@ -13,6 +13,7 @@
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
 //! - [`redact`]: passwords out of URLs before they are shown;
 //! - [`sync_state`]: a calendar's sync state and its transitions;
+//! - [`repeats`]: when a failure that repeats identically on the same page stops retrying;
 //! - [`retry`]: the one retry policy (backoff, jitter, caps, checked time arithmetic);
 //! - [`page`]: an `events.list` answer decoded, skipping items that are not events;
 //! - [`ports`]: the traits the other crates implement or consume.
@@ -27,6 +28,7 @@ pub mod page;
 pub mod ports;
 pub mod redact;
 pub mod renewal;
+pub mod repeats;
 pub mod retry;
 pub mod schedule;
 pub mod secret;

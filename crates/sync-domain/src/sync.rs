@@ -9,6 +9,7 @@
 use crate::calendar::{GoogleError, GoogleEvent};
 use crate::ids::{CalendarId, GoogleCalendarId, UserId};
 use crate::ports::StoreError;
+use crate::repeats::{FailureFingerprint, RepeatedFailure};
 use crate::retry::{RetryPolicy, later};
 use crate::schedule::DueCutoffs;
 use async_trait::async_trait;
@@ -116,6 +117,9 @@ pub struct Claim {
     pub generation: i64,
     /// Consecutive failed syncs so far (drives the backoff).
     pub failure_count: i32,
+    /// The last failure counted by [`crate::repeats`] and how many times in a
+    /// row it happened (`None` after a success or an uncounted failure).
+    pub last_failure: Option<(FailureFingerprint, i32)>,
     /// The first unserved request this claim serves (kept across failed
     /// attempts): where notification-to-synced latency starts.
     pub requested_at: Option<OffsetDateTime>,
@@ -171,10 +175,20 @@ pub struct SyncCompletion<'a> {
 /// What a failed sync does to its calendar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureAction {
-    /// Keep the request pending; retry at `next_attempt_at`.
+    /// Keep the request pending; retry at `next_attempt_at`. `repeat`: the
+    /// failure as [`crate::repeats`] counts it (`None`: not counted, e.g. a
+    /// Google rate limit; the store forgets any earlier count).
     Retry {
         next_attempt_at: OffsetDateTime,
         error: String,
+        repeat: Option<RepeatedFailure>,
+    },
+    /// The same failure on the same page [`crate::repeats::IDENTICAL_FAILURE_LIMIT`]
+    /// times in a row: state `failing` with `error`, no retry scheduled, the
+    /// request not put back. A new sync request tries once more.
+    StopRetrying {
+        error: String,
+        repeat: RepeatedFailure,
     },
     /// The calendar no longer exists at Google (404): state `gone`, its channel retired.
     Gone { error: String },
@@ -214,20 +228,32 @@ pub fn retry_after(error: &GoogleError) -> Option<Duration> {
 /// What a failed sync does to its calendar (the error-to-action mapping):
 /// `google` is the Google error behind the failure, if it was one (store
 /// failures and lost leases are retried); `failure_count` the failures before
-/// this one. Retries back off under `policy` with the draw `jitter` in `[0, 1]`,
-/// honouring (and capping) Google's `Retry-After`.
+/// this one; `repeat` the failure as [`crate::repeats::count_identical_failures`]
+/// counted it, for failures that count (never Google's). Retries back off under
+/// `policy` with the draw `jitter` in `[0, 1]`, honouring (and capping)
+/// Google's `Retry-After`, until a repeated failure reaches its limit.
 pub fn failure_action(
     google: Option<&GoogleError>,
     error: String,
     failure_count: i32,
+    repeat: Option<RepeatedFailure>,
     now: OffsetDateTime,
     policy: &RetryPolicy,
     jitter: f64,
 ) -> FailureAction {
-    match google.map(classify) {
-        Some(FailureKind::Gone) => FailureAction::Gone { error },
-        Some(FailureKind::NeedsReauth) => FailureAction::NeedsReauth { error },
-        Some(FailureKind::Retry) | None => {
+    let kind = google.map(classify);
+    match (kind, repeat) {
+        (Some(FailureKind::Gone), _) => FailureAction::Gone { error },
+        (Some(FailureKind::NeedsReauth), _) => FailureAction::NeedsReauth { error },
+        (None, Some(repeat)) if repeat.stops_retrying() => FailureAction::StopRetrying {
+            error: format!(
+                "stopped retrying after {} identical failures on {} \
+                 (a new sync request tries again): {error}",
+                repeat.count, repeat.site
+            ),
+            repeat,
+        },
+        (Some(FailureKind::Retry) | None, repeat) => {
             let failures = u32::try_from(failure_count.saturating_add(1)).unwrap_or(1);
             FailureAction::Retry {
                 next_attempt_at: policy.retry_at(
@@ -237,6 +263,8 @@ pub fn failure_action(
                     jitter,
                 ),
                 error,
+                // Google's errors are retried for as long as they last.
+                repeat: if kind.is_some() { None } else { repeat },
             }
         }
     }
@@ -332,7 +360,7 @@ mod tests {
     fn google_errors_map_to_what_the_worker_does() {
         let now = at(1_000);
         let act = |e: Option<&GoogleError>| {
-            failure_action(e, "why".into(), 0, now, &RetryPolicy::SYNC, 1.0)
+            failure_action(e, "why".into(), 0, None, now, &RetryPolicy::SYNC, 1.0)
         };
         assert_eq!(
             act(Some(&GoogleError::NotFound)),
@@ -350,14 +378,16 @@ mod tests {
             act(Some(&GoogleError::Transient("503".into()))),
             FailureAction::Retry {
                 next_attempt_at: now + Duration::from_secs(2),
-                error: "why".into()
+                error: "why".into(),
+                repeat: None,
             }
         );
         assert_eq!(
             act(None),
             FailureAction::Retry {
                 next_attempt_at: now + Duration::from_secs(2),
-                error: "why".into()
+                error: "why".into(),
+                repeat: None,
             }
         );
     }
@@ -368,14 +398,85 @@ mod tests {
         let limited = GoogleError::RateLimited {
             retry_after: Some(Duration::from_secs(1_000_000_000_000)),
         };
-        let action = failure_action(Some(&limited), "x".into(), 7, now, &RetryPolicy::SYNC, 0.3);
+        let action = failure_action(
+            Some(&limited),
+            "x".into(),
+            7,
+            None,
+            now,
+            &RetryPolicy::SYNC,
+            0.3,
+        );
         assert_eq!(
             action,
             FailureAction::Retry {
                 next_attempt_at: now + crate::retry::MAX_DELAY,
-                error: "x".into()
+                error: "x".into(),
+                repeat: None,
             }
         );
+    }
+
+    fn repeated(count: i32) -> RepeatedFailure {
+        let site = crate::repeats::FailureSite::Page {
+            sync_token: None,
+            page: 2,
+        };
+        let fingerprint = crate::repeats::FailureFingerprint::of(site, "constraint");
+        let previous = (count > 1).then(|| (fingerprint, count - 1));
+        crate::repeats::count_identical_failures(
+            previous.as_ref().map(|(f, c)| (f, *c)),
+            site,
+            "constraint",
+        )
+    }
+
+    #[test]
+    fn a_store_failure_repeated_up_to_the_limit_stops_retrying() {
+        let now = at(1_000);
+        let act = |count: i32| {
+            failure_action(
+                None,
+                "store: constraint".into(),
+                count - 1,
+                Some(repeated(count)),
+                now,
+                &RetryPolicy::SYNC,
+                1.0,
+            )
+        };
+        for count in 1..crate::repeats::IDENTICAL_FAILURE_LIMIT {
+            assert!(
+                matches!(act(count), FailureAction::Retry { repeat: Some(r), .. } if r.count == count),
+                "try {count} is retried"
+            );
+        }
+        let limit = crate::repeats::IDENTICAL_FAILURE_LIMIT;
+        let FailureAction::StopRetrying { error, repeat } = act(limit) else {
+            panic!("the limit stops the retries")
+        };
+        assert_eq!(repeat.count, limit);
+        assert_eq!(
+            error,
+            "stopped retrying after 5 identical failures on page 2 of a full sync \
+             (a new sync request tries again): store: constraint"
+        );
+    }
+
+    #[test]
+    fn google_errors_never_stop_retrying_and_forget_the_count() {
+        let now = at(1_000);
+        let limit = crate::repeats::IDENTICAL_FAILURE_LIMIT;
+        let action = failure_action(
+            Some(&GoogleError::Transient("503".into())),
+            "503".into(),
+            limit * 10,
+            Some(repeated(limit * 10)),
+            now,
+            &RetryPolicy::SYNC,
+            0.0,
+        );
+        assert!(matches!(action, FailureAction::Retry { repeat: None, .. }));
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub enum SyncState {
     Syncing,
     /// Synced, nothing to do.
     Idle,
-    /// The last sync failed; a retry is scheduled.
+    /// The last sync failed: a retry is scheduled, or, after the same failure
+    /// on the same page [`crate::repeats::IDENTICAL_FAILURE_LIMIT`] times, none
+    /// is until a new sync request (see [`crate::repeats`]).
     Failing,
     /// Google refused the user's refresh token; waits for new credentials.
     NeedsReauth,

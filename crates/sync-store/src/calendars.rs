@@ -23,7 +23,8 @@ pub mod sync_state {
     pub const SYNCING: &str = SyncState::Syncing.as_str();
     /// Synced, nothing to do.
     pub const IDLE: &str = SyncState::Idle.as_str();
-    /// The last sync failed; a retry is scheduled.
+    /// The last sync failed; a retry is scheduled (or, once it stopped
+    /// retrying, waits for a new request: `sync_domain::repeats`).
     pub const FAILING: &str = SyncState::Failing.as_str();
     /// Google refused the user's refresh token; waits for new credentials.
     pub const NEEDS_REAUTH: &str = SyncState::NeedsReauth.as_str();

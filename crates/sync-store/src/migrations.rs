@@ -112,7 +112,16 @@ where
 /// after the last of these (see `docs/architecture.md`, "Migrations"); add its
 /// version here when it ships.
 #[cfg(test)]
-const RELEASED: &[&str] = &["20261129000001", "20261210000001", "20261211000001"];
+const RELEASED: &[&str] = &[
+    "20261129000001",
+    "20261210000001",
+    "20261211000001",
+    "20261211000002",
+    "20261211000003",
+    "20261211000004",
+    "20261211000005",
+    "20261211000006",
+];
 
 #[cfg(test)]
 mod tests {

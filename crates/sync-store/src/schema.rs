@@ -42,6 +42,9 @@ diesel::table! {
         last_sync_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        failure_fingerprint -> Nullable<Text>,
+        failure_repeats -> Integer,
+        retry_stopped_at -> Nullable<Timestamp>,
     }
 }
 

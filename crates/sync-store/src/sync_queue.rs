@@ -24,6 +24,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use sync_domain::ports::StoreError;
+use sync_domain::repeats::FailureFingerprint;
 use sync_domain::sync::{
     Claim, ClaimRef, ClaimRequest, FailureAction, PageWrite, PollCutoffs, SyncQueue,
 };
@@ -71,7 +72,7 @@ fn claim_sql(dialect: Dialect, clock: LeaseClock) -> String {
              OR (cs.lease_owner IS NOT NULL AND (cs.lease_expires_at < {now} OR {gone}))) \
            LIMIT $8{lock}) \
          RETURNING id, user_id, google_calendar_id, sync_token, sync_generation, failure_count, \
-         sync_claimed_request_at, claim_epoch",
+         failure_fingerprint, failure_repeats, sync_claimed_request_at, claim_epoch",
         gone = dialect.owner_gone("cs.lease_owner"),
         until = clock.until_sql("$2", "$3"),
         now = clock.now_sql("$7"),
@@ -92,6 +93,8 @@ struct ClaimedRow {
     sync_token: Option<String>,
     sync_generation: i64,
     failure_count: i32,
+    failure_fingerprint: Option<String>,
+    failure_repeats: i32,
     sync_claimed_request_at: Option<PrimitiveDateTime>,
     claim_epoch: i64,
 }
@@ -138,6 +141,8 @@ fn parse_claim(row: ClaimedRow) -> Result<Claim, StoreError> {
         sync_token,
         sync_generation: generation,
         failure_count,
+        failure_fingerprint,
+        failure_repeats,
         sync_claimed_request_at,
         claim_epoch,
     } = row;
@@ -149,6 +154,8 @@ fn parse_claim(row: ClaimedRow) -> Result<Claim, StoreError> {
         sync_token,
         generation,
         failure_count,
+        last_failure: failure_fingerprint
+            .map(|stored| (FailureFingerprint::from_stored(stored), failure_repeats)),
         requested_at: sync_claimed_request_at.map(crate::timestamps::from_db),
         epoch: claim_epoch,
     })
@@ -352,6 +359,9 @@ impl SyncQueue for Store {
                         cs::sync_state.eq(unless_parked!(IDLE)),
                         cs::failure_count.eq(0),
                         cs::last_error.eq(None::<String>),
+                        cs::failure_fingerprint.eq(None::<String>),
+                        cs::failure_repeats.eq(0),
+                        cs::retry_stopped_at.eq(None::<PrimitiveDateTime>),
                         cs::next_attempt_at.eq(None::<PrimitiveDateTime>),
                         cs::last_sync_at.eq(Some(now)),
                         cs::sync_claimed_request_at.eq(None::<PrimitiveDateTime>),
@@ -391,6 +401,7 @@ impl SyncQueue for Store {
                     FailureAction::Retry {
                         next_attempt_at,
                         error,
+                        repeat,
                     } => (
                         diesel::update(target)
                             .set((
@@ -399,10 +410,32 @@ impl SyncQueue for Store {
                                 cs::failure_count.eq(cs::failure_count + 1),
                                 cs::last_error.eq(Some(error)),
                                 cs::sync_state.eq(unless_parked!(FAILING)),
+                                cs::failure_fingerprint
+                                    .eq(repeat.as_ref().map(|r| r.fingerprint.as_str())),
+                                cs::failure_repeats.eq(repeat.as_ref().map_or(0, |r| r.count)),
+                                cs::retry_stopped_at.eq(None::<PrimitiveDateTime>),
                             ))
                             .execute(conn)
                             .await?,
                         true,
+                    ),
+                    // No retry is scheduled and the claimed request is not put
+                    // back: only a new request (or the poll) tries again.
+                    FailureAction::StopRetrying { error, repeat } => (
+                        diesel::update(target)
+                            .set((
+                                release,
+                                cs::next_attempt_at.eq(None::<PrimitiveDateTime>),
+                                cs::failure_count.eq(cs::failure_count + 1),
+                                cs::last_error.eq(Some(error)),
+                                cs::sync_state.eq(unless_parked!(FAILING)),
+                                cs::failure_fingerprint.eq(Some(repeat.fingerprint.as_str())),
+                                cs::failure_repeats.eq(repeat.count),
+                                cs::retry_stopped_at.eq(Some(now)),
+                            ))
+                            .execute(conn)
+                            .await?,
+                        false,
                     ),
                     // New credentials re-request a sync anyway; keep the old one too.
                     FailureAction::NeedsReauth { error } => {
@@ -506,16 +539,18 @@ impl SyncQueue for Store {
         cutoffs: PollCutoffs,
         now: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        // Idle calendars without a pending request, last synced (or connected)
-        // before their cut-off; concurrent instances request each at most once.
+        // Idle calendars without a pending request, last synced (or connected,
+        // or stopped retrying) before their cut-off; concurrent instances
+        // request each at most once.
         let sql = request_sql(
             self.dialect(),
             &format!(
                 "cs.lease_owner IS NULL AND cs.sync_state NOT IN ('{gone}', '{reauth}') \
                  AND NOT EXISTS (SELECT 1 FROM sync_requests p WHERE p.calendar_id = cs.id \
                    AND p.first_requested_at IS NOT NULL) \
-                 AND ((cs.push_mode <> '{polling}' AND COALESCE(cs.last_sync_at, cs.created_at) <= $2) \
-                   OR (cs.push_mode = '{polling}' AND COALESCE(cs.last_sync_at, cs.created_at) <= $3))",
+                 AND ((cs.push_mode <> '{polling}' AND {since} <= $2) \
+                   OR (cs.push_mode = '{polling}' AND {since} <= $3))",
+                since = "COALESCE(cs.retry_stopped_at, cs.last_sync_at, cs.created_at)",
                 polling = push_mode::POLLING,
                 gone = SyncState::Gone,
                 reauth = SyncState::NeedsReauth,

@@ -332,6 +332,84 @@ pub async fn consume_pending_request(store: &Store, calendar: sync_domain::Calen
     consumed.expect("consuming the test calendar's pending request");
 }
 
+/// A calendar `calendar` of `user`, connected (its initial sync requested),
+/// the user with credentials.
+pub async fn connected(store: &Store, user: &str, calendar: &str) -> Calendar {
+    let user = UserId::parse(user).expect("a valid test user id");
+    store
+        .put_refresh_token(&user, &RefreshToken::new("r"))
+        .await
+        .expect("storing test credentials");
+    store
+        .connect_calendar(
+            &user,
+            &GoogleCalendarId::parse(calendar).expect("a valid test calendar id"),
+        )
+        .await
+        .expect("connecting the test calendar")
+        .0
+}
+
+/// At most this many calendars per [`claim_at`].
+pub const CLAIM_LIMIT: i64 = 10;
+/// The lease [`claim_at`] takes.
+pub const CLAIM_LEASE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Claims up to [`CLAIM_LIMIT`] due calendars for `owner` as at `now`, with a
+/// debounce of `debounce_ms` (bounded at ten times that) and a [`CLAIM_LEASE`].
+pub async fn claim_at(
+    store: &Store,
+    owner: &str,
+    now: time::OffsetDateTime,
+    debounce_ms: u64,
+) -> Vec<sync_domain::sync::Claim> {
+    use sync_domain::sync::SyncQueue as _;
+    let policy = sync_domain::schedule::CoalescingPolicy {
+        debounce: std::time::Duration::from_millis(debounce_ms),
+        max_delay: std::time::Duration::from_millis(debounce_ms * 10),
+    };
+    store
+        .claim_due(sync_domain::sync::ClaimRequest {
+            owner,
+            now,
+            cutoffs: policy.cutoffs(now),
+            lease_until: now + CLAIM_LEASE,
+            limit: CLAIM_LIMIT,
+        })
+        .await
+        .expect("claiming due calendars")
+}
+
+/// The reference every write made for `claim` by `owner` carries.
+pub fn me<'a>(claim: &sync_domain::sync::Claim, owner: &'a str) -> sync_domain::sync::ClaimRef<'a> {
+    claim.by(owner)
+}
+
+/// Runs raw statements on the test store's database, one at a time: those of
+/// `sqlite` or of `postgres`, whichever backend it uses (to set up what no
+/// store call can, e.g. a trigger that makes the database refuse a row).
+pub async fn execute_sql(store: &Store, sqlite: &[&str], postgres: &[&str]) {
+    use diesel_async::RunQueryDsl;
+    let ran: Result<(), sync_domain::ports::StoreError> = async {
+        crate::pool::with_conn!(&store.pool, |conn| {
+            let statements = if store.dialect() == crate::dialect::Dialect::Sqlite {
+                sqlite
+            } else {
+                postgres
+            };
+            for statement in statements {
+                diesel::sql_query(*statement)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(crate::pool::query_error)?;
+            }
+        });
+        Ok(())
+    }
+    .await;
+    ran.expect("running test SQL");
+}
+
 /// Declares a test that runs once per backend, as `NAME::sqlite` and `NAME::postgres`.
 /// The body is an async fn taking a migrated [`Store`].
 #[macro_export]

@@ -13,48 +13,22 @@ use sync_domain::changes::{
     ChangeCursor, ChangeEntry, ChangeFeed, ChangeFeedError, ChangeKind, ChangeQuery, EventState,
 };
 use sync_domain::ports::CredentialStore;
-use sync_domain::schedule::CoalescingPolicy;
-use sync_domain::sync::{
-    Claim, ClaimRef, ClaimRequest, FailureAction, PageWrite, SyncCompletion, SyncQueue,
-};
-use sync_domain::{CalendarId, GoogleCalendarId, RefreshToken, UserId};
+use sync_domain::sync::{Claim, FailureAction, PageWrite, SyncCompletion, SyncQueue};
+use sync_domain::{CalendarId, UserId};
 use sync_store::Store;
-use sync_store::calendars::Calendar;
 use sync_store::test_on_both_backends;
+use sync_store::test_support::{CLAIM_LEASE as LEASE, claim_at, connected, me};
 use time::OffsetDateTime;
-
-const LEASE: Duration = Duration::from_secs(60);
-
-async fn connected(store: &Store, user: &str, calendar: &str) -> Calendar {
-    let user = UserId::parse(user).unwrap();
-    store
-        .put_refresh_token(&user, &RefreshToken::new("r"))
-        .await
-        .unwrap();
-    store
-        .connect_calendar(&user, &GoogleCalendarId::parse(calendar).unwrap())
-        .await
-        .unwrap()
-        .0
-}
 
 /// Claims every due calendar for `owner`.
 async fn claim_all(store: &Store, owner: &str) -> Vec<Claim> {
-    let now = OffsetDateTime::now_utc() + time::Duration::seconds(30);
-    let policy = CoalescingPolicy {
-        debounce: Duration::ZERO,
-        max_delay: Duration::ZERO,
-    };
-    store
-        .claim_due(ClaimRequest {
-            owner,
-            now,
-            cutoffs: policy.cutoffs(now),
-            lease_until: now + LEASE,
-            limit: 1000,
-        })
-        .await
-        .unwrap()
+    claim_at(
+        store,
+        owner,
+        OffsetDateTime::now_utc() + Duration::from_secs(30),
+        0,
+    )
+    .await
 }
 
 fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
@@ -67,10 +41,6 @@ fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
         raw: json!({"id": id, "status": status, "summary": summary,
                     "start": {"date": "2026-12-01"}, "end": {"date": "2026-12-02"}}),
     }
-}
-
-fn me<'a>(claim: &Claim, owner: &'a str) -> ClaimRef<'a> {
-    claim.by(owner)
 }
 
 async fn page(

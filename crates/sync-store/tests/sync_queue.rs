@@ -7,51 +7,13 @@ use serde_json::json;
 use std::time::Duration;
 use sync_domain::calendar::GoogleEvent;
 use sync_domain::ports::CredentialStore;
-use sync_domain::schedule::CoalescingPolicy;
-use sync_domain::sync::{
-    Claim, ClaimRef, ClaimRequest, FailureAction, PageWrite, PollPolicy, SyncCompletion, SyncQueue,
-};
-use sync_domain::{GoogleCalendarId, RefreshToken, UserId};
+use sync_domain::repeats::{FailureSite, count_identical_failures};
+use sync_domain::sync::{Claim, FailureAction, PageWrite, PollPolicy, SyncCompletion, SyncQueue};
+use sync_domain::{RefreshToken, UserId};
 use sync_store::Store;
-use sync_store::calendars::Calendar;
 use sync_store::test_on_both_backends;
-use sync_store::test_support::seed_calendar;
+use sync_store::test_support::{CLAIM_LEASE as LEASE, claim_at, connected, me, seed_calendar};
 use time::OffsetDateTime;
-
-const LEASE: Duration = Duration::from_secs(60);
-
-async fn connected(store: &Store, user: &str, calendar: &str) -> Calendar {
-    let user = UserId::parse(user).unwrap();
-    store
-        .put_refresh_token(&user, &RefreshToken::new("r"))
-        .await
-        .unwrap();
-    store
-        .connect_calendar(&user, &GoogleCalendarId::parse(calendar).unwrap())
-        .await
-        .unwrap()
-        .0
-}
-
-fn policy(debounce_ms: u64) -> CoalescingPolicy {
-    CoalescingPolicy {
-        debounce: Duration::from_millis(debounce_ms),
-        max_delay: Duration::from_millis(debounce_ms * 10),
-    }
-}
-
-async fn claim_at(store: &Store, owner: &str, now: OffsetDateTime, debounce_ms: u64) -> Vec<Claim> {
-    store
-        .claim_due(ClaimRequest {
-            owner,
-            now,
-            cutoffs: policy(debounce_ms).cutoffs(now),
-            lease_until: now + LEASE,
-            limit: 10,
-        })
-        .await
-        .unwrap()
-}
 
 fn later(ms: i64) -> OffsetDateTime {
     OffsetDateTime::now_utc() + time::Duration::milliseconds(ms)
@@ -66,10 +28,6 @@ fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
         summary: Some(summary.to_owned()),
         raw: json!({"id": id, "status": status, "summary": summary}),
     }
-}
-
-fn me(claim: &Claim, owner: &'static str) -> ClaimRef<'static> {
-    claim.by(owner)
 }
 
 async fn complete(
@@ -311,6 +269,7 @@ test_on_both_backends!(
         let action = FailureAction::Retry {
             next_attempt_at: retry_at,
             error: "rate limited by Google".into(),
+            repeat: None,
         };
         assert!(store.fail(me(&claim, "a"), action, later(0)).await.unwrap());
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
@@ -429,6 +388,77 @@ test_on_both_backends!(
         let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
         assert!(store.release(me(&claim, "a"), later(0)).await.unwrap());
         assert_eq!(claim_at(&store, "b", later(5_000), 0).await.len(), 1);
+    }
+);
+
+const HOUR_MS: i64 = 3600 * 1000;
+
+test_on_both_backends!(
+    a_sync_that_stopped_retrying_stays_failing_until_a_new_request,
+    async |store: Store| {
+        let calendar = connected(&store, "u1", "primary").await;
+        let claim = claim_at(&store, "a", later(5_000), 0).await.remove(0);
+        assert_eq!(claim.last_failure, None);
+        let site = FailureSite::Page {
+            sync_token: None,
+            page: 2,
+        };
+        let repeat = count_identical_failures(None, site, "store: refused");
+        let stopped_at = later(3 * HOUR_MS);
+        let action = FailureAction::StopRetrying {
+            error: "stopped retrying: refused".into(),
+            repeat: repeat.clone(),
+        };
+        assert!(
+            store
+                .fail(me(&claim, "a"), action, stopped_at)
+                .await
+                .unwrap()
+        );
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(row.sync_state, "failing");
+        assert_eq!(row.last_error.as_deref(), Some("stopped retrying: refused"));
+        assert_eq!(row.failure_count, 1);
+        assert_eq!(row.next_attempt_at, None, "no retry is scheduled");
+        assert!(
+            row.sync_requested_at.is_none(),
+            "the claimed request is not put back"
+        );
+        assert!(
+            claim_at(&store, "a", later(4 * HOUR_MS), 0)
+                .await
+                .is_empty()
+        );
+        // The safety net counts an interval from the stop, not from the last sync.
+        let poll = PollPolicy::new(Duration::from_secs(3600), true);
+        let soon = later(3 * HOUR_MS + HOUR_MS / 2);
+        assert_eq!(
+            store.request_polls(poll.cutoffs(soon), soon).await.unwrap(),
+            0
+        );
+        let after_an_interval = later(4 * HOUR_MS + HOUR_MS / 2);
+        assert_eq!(
+            store
+                .request_polls(poll.cutoffs(after_an_interval), after_an_interval)
+                .await
+                .unwrap(),
+            1
+        );
+        // The new try knows the failure it stopped on.
+        let again = claim_at(&store, "a", after_an_interval + Duration::from_secs(1), 0).await;
+        assert_eq!(
+            again[0].last_failure,
+            Some((repeat.fingerprint.clone(), repeat.count))
+        );
+        assert!(complete(&store, &again[0], "a", &[], "t", again[0].generation, true).await);
+        let row = store.calendar(calendar.id).await.unwrap().unwrap();
+        assert_eq!(
+            (row.sync_state.as_str(), row.failure_count, row.last_error),
+            ("idle", 0, None)
+        );
+        assert!(store.request_sync(calendar.id).await.unwrap());
+        let fresh = claim_at(&store, "a", later(5_000), 0).await;
+        assert_eq!(fresh[0].last_failure, None, "a success forgets the count");
     }
 );
 

@@ -5,7 +5,8 @@
 //!   of entries as JSON, held up to `wait` seconds (long poll) when empty;
 //! - `GET /internal/changes/stream`: the same entries as server-sent events,
 //!   `id:` set to each entry's cursor, resumable with `Last-Event-ID`, with a
-//!   comment every [`HEARTBEAT`] while nothing arrives.
+//!   comment every [`HEARTBEAT`] (see [`ChangesState::with_heartbeat`]) while
+//!   nothing arrives.
 //!
 //! Without `after` (or `Last-Event-ID`) a consumer starts from now. A cursor
 //! older than the retention answers 410 with what to do.
@@ -29,25 +30,37 @@ use sync_domain::{CalendarId, UserId};
 pub const CHANGES: &str = "/internal/changes";
 /// `GET`: the feed as server-sent events.
 pub const STREAM: &str = "/internal/changes/stream";
-/// A comment line goes out after this long without an entry.
+/// A comment line goes out after this long without an entry (issue 13: 15 s).
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// What the feed's routes use; registered by the binary beside `InternalState`.
 #[derive(Clone)]
 pub struct ChangesState {
     feed: Arc<dyn ChangeFeed>,
+    heartbeat: Duration,
 }
 
 impl ChangesState {
-    /// State over a feed (the store's, or a fake).
+    /// State over a feed (the store's, or a fake), with the [`HEARTBEAT`].
     pub fn new(feed: Arc<dyn ChangeFeed>) -> Self {
-        Self { feed }
+        Self {
+            feed,
+            heartbeat: HEARTBEAT,
+        }
+    }
+
+    /// The same state with another heartbeat interval (tests; at least 1 ms).
+    pub fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat.max(Duration::from_millis(1));
+        self
     }
 }
 
 impl std::fmt::Debug for ChangesState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChangesState").finish_non_exhaustive()
+        f.debug_struct("ChangesState")
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,6 +181,7 @@ struct StreamState {
     feed: Arc<dyn ChangeFeed>,
     query: ChangeQuery,
     pending: VecDeque<ChangeEntry>,
+    heartbeat: Duration,
     done: bool,
 }
 
@@ -201,6 +215,7 @@ async fn stream(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError
         feed: Arc::clone(&state.feed),
         query,
         pending: changes.into(),
+        heartbeat: state.heartbeat,
         done: false,
     };
     let opened = futures::stream::once(async {
@@ -213,7 +228,7 @@ async fn stream(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError
         if let Some(entry) = state.pending.pop_front() {
             return Some((Ok::<_, actix_web::Error>(event_frame(&entry)), state));
         }
-        match state.feed.changes(&state.query, HEARTBEAT).await {
+        match state.feed.changes(&state.query, state.heartbeat).await {
             Ok(page) => {
                 state.query.after = Some(page.next_cursor);
                 if page.changes.is_empty() {
@@ -248,4 +263,28 @@ async fn stream(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError
         .insert_header((header::CONTENT_ENCODING, "identity"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(futures::StreamExt::chain(opened, entries)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_is_fifteen_seconds_unless_a_test_shortens_it() {
+        let feed = Arc::new(sync_domain::fakes::FakeChangeFeed::default());
+        let state = ChangesState::new(feed);
+        assert_eq!(state.heartbeat, Duration::from_secs(15));
+        assert_eq!(
+            state
+                .clone()
+                .with_heartbeat(Duration::from_millis(50))
+                .heartbeat,
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            state.with_heartbeat(Duration::ZERO).heartbeat,
+            Duration::from_millis(1),
+            "a zero interval would spin"
+        );
+    }
 }

@@ -24,12 +24,7 @@ const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
 /// Runs the listener and the pruner until `shutdown`.
 pub async fn run(context: WorkerContext, shutdown: CancellationToken) {
-    metrics::describe_gauge!(FEED_ENTRIES, "Entries kept in the change feed.");
-    metrics::describe_gauge!(
-        FEED_OLDEST_POSITION,
-        "The oldest change feed position kept (0 when empty)."
-    );
-    metrics::describe_counter!(FEED_PRUNED, "Change feed entries removed by retention.");
+    // Their `# HELP` lines are in `crate::metrics::describe`.
     let listener = context
         .store
         .listen_for_changes(shutdown.clone().cancelled_owned());

@@ -16,6 +16,7 @@ use std::time::Duration;
 use sync_domain::UserId;
 use sync_domain::calendar::{CalendarApi, EventsQuery, GoogleError, SkipReason, SkippedItem};
 use sync_domain::ports::{Clock, Entropy, StoreError};
+use sync_domain::repeats::{FailureSite, count_identical_failures};
 use sync_domain::retry::RetryPolicy;
 use sync_domain::schedule::CoalescingPolicy;
 use sync_domain::sync::{
@@ -86,8 +87,15 @@ pub async fn run(context: WorkerContext, shutdown: CancellationToken) {
 enum SyncError {
     #[error(transparent)]
     Google(#[from] GoogleError),
-    #[error("store: {0}")]
+    #[error("store: {}", with_causes(.0))]
     Store(#[from] StoreError),
+    /// Applying page `page` (1 = the first) of the pass from `sync_token` failed.
+    #[error("store: {}", with_causes(.source))]
+    Page {
+        sync_token: Option<String>,
+        page: usize,
+        source: StoreError,
+    },
     #[error("the claim was lost (lease expired and taken over)")]
     LeaseLost,
 }
@@ -399,10 +407,15 @@ impl SyncWorker {
             let (held, next) = match page.next_page_token.clone() {
                 Some(token) => {
                     let (held, next) = tokio::join!(apply, fetch(Some(token)));
-                    (held?, Some(next))
+                    (held, Some(next))
                 }
-                None => (apply.await?, None),
+                None => (apply.await, None),
             };
+            let held = held.map_err(|source| SyncError::Page {
+                sync_token: sync_token.map(str::to_owned),
+                page: page_number,
+                source,
+            })?;
             if !held {
                 return Err(SyncError::LeaseLost);
             }
@@ -436,22 +449,59 @@ impl SyncWorker {
         };
         let google = match &error {
             SyncError::Google(google) => Some(google),
-            SyncError::Store(_) | SyncError::LeaseLost => None,
+            SyncError::Store(_) | SyncError::Page { .. } | SyncError::LeaseLost => None,
         };
+        let text = error.to_string();
+        // A query the database refuses (not one it cannot answer) may refuse
+        // the same page for ever: count it (see `sync_domain::repeats`).
+        let site = match &error {
+            SyncError::Page {
+                sync_token,
+                page,
+                source: StoreError::Query(_),
+            } => Some(FailureSite::Page {
+                sync_token: sync_token.as_deref(),
+                page: *page,
+            }),
+            SyncError::Store(StoreError::Query(_)) => Some(FailureSite::FullSyncStart),
+            _ => None,
+        };
+        let repeat = site.map(|site| {
+            count_identical_failures(
+                claim
+                    .last_failure
+                    .as_ref()
+                    .map(|(last, count)| (last, *count)),
+                site,
+                &text,
+            )
+        });
         let action = failure_action(
             google,
-            error.to_string(),
+            text,
             claim.failure_count,
+            repeat,
             self.clock.now(),
             &self.options.backoff,
             self.entropy.unit(),
         );
         let label = match &action {
             FailureAction::Retry { .. } => "retry",
+            FailureAction::StopRetrying { .. } => "stopped_retrying",
             FailureAction::Gone { .. } => "gone",
             FailureAction::NeedsReauth { .. } => "needs_reauth",
         };
-        tracing::warn!(error = %error, action = ?action, "sync failed");
+        if let FailureAction::StopRetrying { error, repeat } = &action {
+            metrics::counter!(crate::metrics::RETRIES_STOPPED).increment(1);
+            tracing::error!(
+                google_calendar_id = %claim.google_calendar_id,
+                error = %error,
+                tries = repeat.count,
+                "sync stopped retrying: the same failure on the same page; the calendar stays failing until a new sync request"
+            );
+        } else {
+            tracing::warn!(error = %error, action = ?action, "sync failed");
+        }
         if let Err(e) = self
             .queue
             .fail(self.claim_ref(claim), action, self.clock.now())
@@ -492,6 +542,19 @@ fn log_skipped(claim: &Claim, page: usize, skipped: &[SkippedItem]) {
             "skipped an events.list item that is not an event"
         );
     }
+}
+
+/// A store error with the causes its `Display` leaves out (the database's own
+/// message is in the source), so `last_error` says why.
+fn with_causes(error: &StoreError) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 fn log_task_end(done: Result<(), tokio::task::JoinError>) {

@@ -48,16 +48,28 @@ pub async fn spawn_app_with(
     backend: Backend,
     adjust: impl FnOnce(&mut RawConfig),
 ) -> Option<TestApp> {
+    spawn_app_overriding(backend, adjust, |_| {}).await
+}
+
+/// Starts a server after `adjust` changed its configuration and `replace`
+/// its overrides (the fake Google is already in them).
+pub async fn spawn_app_overriding(
+    backend: Backend,
+    adjust: impl FnOnce(&mut RawConfig),
+    replace: impl FnOnce(&mut Overrides),
+) -> Option<TestApp> {
     let db = TestDb::new(backend).await?;
     let mut raw = test_config(&db);
     adjust(&mut raw);
     let config = raw.validate().expect("valid test configuration");
     let google = FakeGoogleCalendar::new();
-    let overrides = Overrides {
+    let mut overrides = Overrides {
         calendar: Some(Arc::new(google.clone())),
         clock: None,
         entropy: None,
+        stream_heartbeat: None,
     };
+    replace(&mut overrides);
     let app = Application::build_with(config, overrides)
         .await
         .expect("building the app");
