@@ -39,6 +39,17 @@ fn request_id(req: &ServiceRequest) -> String {
 /// attributes, and on the internal API the caller's `traceparent` as parent.
 fn request_span(req: &ServiceRequest, id: &str) -> tracing::Span {
     #[cfg(feature = "otel")]
+    if crate::trace_context::is_enabled() && crate::trace_context::is_probe(req.path()) {
+        // Logged as before, filtered out of the export by this field.
+        return tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            path = %req.path(),
+            not_exported = true,
+        );
+    }
+    #[cfg(feature = "otel")]
     if crate::trace_context::is_enabled() {
         let _caller = crate::trace_context::attach_caller_context(req);
         // The pattern, never the raw path: ids would make every name unique.

@@ -7,6 +7,10 @@
 //! - request spans get OpenTelemetry's names (`POST /calendar/webhook`, the
 //!   route pattern, never the raw path), kind `server` and the HTTP attributes.
 //!
+//! - probes and scrapes (`/healthz`, `/readyz`, `/metrics`, every few
+//!   seconds) are not exported: their spans carry [`NOT_EXPORTED_FIELD`],
+//!   which the binary's exporting layer filters out.
+//!
 //! Off (the default), request spans are as before, so the logs are unchanged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +26,17 @@ pub fn enable() {
 /// Whether [`enable`] was called.
 pub fn is_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// The field marking a span that is logged but not exported.
+pub const NOT_EXPORTED_FIELD: &str = "not_exported";
+
+/// Whether requests to `path` are left out of the exported traces.
+pub fn is_probe(path: &str) -> bool {
+    matches!(
+        path,
+        crate::health::LIVENESS_PATH | crate::health::READINESS_PATH | crate::metrics::PATH
+    )
 }
 
 /// Whether a caller's trace context is honoured on `path`.
@@ -71,6 +86,12 @@ pub(crate) fn attach_caller_context(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_and_scrapes_are_not_exported() {
+        assert!(is_probe("/healthz") && is_probe("/readyz") && is_probe("/metrics"));
+        assert!(!is_probe("/calendar/webhook") && !is_probe("/internal/calendars"));
+    }
 
     #[test]
     fn only_the_internal_api_honours_a_callers_context() {

@@ -280,10 +280,17 @@ impl TraceExport {
         );
         webhook_http::trace_context::enable();
         let tracer = self.provider.tracer("chronos-server");
+        // Probes and scrapes are logged but not exported (webhook-http marks them).
+        let exported = tracing_subscriber::filter::filter_fn(|meta| {
+            meta.fields()
+                .field(webhook_http::trace_context::NOT_EXPORTED_FIELD)
+                .is_none()
+        });
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_tracked_inactivity(false)
             .and_then(TraceIdsLayer::default())
+            .with_filter(exported)
             .boxed()
     }
 
