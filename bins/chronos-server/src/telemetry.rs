@@ -162,8 +162,12 @@ pub fn init(format: LogFormat, target: LogTarget, traces: Option<TraceExport>) -
                 .flatten_event(true)
                 .with_current_span(true)
                 .with_span_list(true);
+            // Trace ids when there are traces; otherwise the plain format.
             #[cfg(feature = "otel")]
-            let json = otel::WithTraceIds(json);
+            let json = otel::WithTraceIds {
+                format: json,
+                enabled: traces.is_some(),
+            };
             fmt.json().event_format(json).boxed()
         }
     };

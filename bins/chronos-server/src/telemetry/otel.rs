@@ -474,8 +474,13 @@ where
 }
 
 /// The JSON event format with `trace_id` and `span_id` of the event's span
-/// added, when it has them.
-pub struct WithTraceIds<F>(pub F);
+/// added, when enabled (traces exported) and the span has them.
+pub struct WithTraceIds<F> {
+    /// The JSON format.
+    pub format: F,
+    /// Whether to look for ids at all.
+    pub enabled: bool,
+}
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
 where
@@ -489,15 +494,17 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let ids = ctx
-            .event_scope()
-            .and_then(|mut scope| scope.next())
+        let ids = self
+            .enabled
+            .then(|| ctx.event_scope().and_then(|mut scope| scope.next()))
+            .flatten()
             .and_then(|span| span.extensions().get::<TraceIds>().cloned());
         let Some(ids) = ids else {
-            return self.0.format_event(ctx, writer, event);
+            return self.format.format_event(ctx, writer, event);
         };
         let mut line = String::new();
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        self.format
+            .format_event(ctx, Writer::new(&mut line), event)?;
         // The JSON format writes one object and a newline: add two members.
         match line.trim_end().strip_suffix('}') {
             Some(object) => writeln!(
