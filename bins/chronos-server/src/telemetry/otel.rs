@@ -37,6 +37,9 @@ pub const DEFAULT_SERVICE_NAME: &str = "chronos-server";
 /// How long an export may take when no `OTEL_EXPORTER_OTLP_*TIMEOUT` is set.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most of a collector's answer that is read (as the SDK's own clients).
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
 /// How long shutdown waits for the last spans to be sent.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -398,11 +401,22 @@ impl HttpClient for ExportClient {
                 .map_err(|e| describe(&e.without_url()))?;
             let status = response.status();
             let headers = response.headers().clone();
-            let body = response
-                .bytes()
+            // A collector's answer is a few bytes; never hold more than a cap.
+            let mut response = response;
+            let mut body = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
                 .await
-                .map_err(|e| describe(&e.without_url()))?;
-            let mut answer = Response::new(body);
+                .map_err(|e| describe(&e.without_url()))?
+            {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(format!(
+                        "the collector's answer is over {MAX_ANSWER_BYTES} bytes"
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut answer = Response::new(Bytes::from(body));
             *answer.status_mut() = status;
             *answer.headers_mut() = headers;
             Ok::<_, String>(answer)
