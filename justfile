@@ -15,6 +15,7 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --all-features -- -D warnings
+    cargo clippy -p webhook-http -p chronos-server --all-targets --no-default-features -- -D warnings
 
 # Format the code.
 fmt:

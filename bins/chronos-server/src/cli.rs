@@ -87,7 +87,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve => crate::telemetry::LogTarget::Stdout,
         _ => crate::telemetry::LogTarget::Stderr,
     };
-    crate::telemetry::init(config.log_format, target);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,6 +97,18 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Only the server exports traces; the other commands are short and local.
+    let traces = match command {
+        Command::Serve => match crate::telemetry::traces_from_env(runtime.handle()) {
+            Ok(traces) => traces,
+            Err(e) => {
+                eprintln!("chronos-server: configuration error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let telemetry = crate::telemetry::init(config.log_format, target, traces);
     let result = runtime.block_on(async move {
         match command {
             Command::Serve => Application::build(config).await?.run_until_stopped().await,
@@ -142,6 +153,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Changes { command } => crate::tail::run(&config, command).await,
         }
     });
+    // The runtime still runs: the last spans go out before the process ends.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

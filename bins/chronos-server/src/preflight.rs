@@ -84,7 +84,8 @@ fn check(name: &str, outcome: Result<String, String>) -> Check {
 
 /// Every check `serve` makes before serving, without changing anything:
 /// the key, the database (reachable, migrations current, not served by
-/// another process on SQLite), the Google settings, the listen address.
+/// another process on SQLite), the Google settings, the `OTEL_*` variables
+/// of the trace exporter, the listen address.
 pub async fn run_checks(config: &Config) -> Vec<Check> {
     let mut checks = vec![check("configuration", Ok("every key is valid".into()))];
     let url = &config.database_url;
@@ -168,6 +169,10 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
                 describe(&missing)
             ))
         },
+    ));
+    checks.push(check(
+        "OTEL_* (traces)",
+        crate::telemetry::describe_trace_export(),
     ));
     checks.push(check(
         "bind",

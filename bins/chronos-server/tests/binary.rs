@@ -861,4 +861,82 @@ fn changes_tail_names_a_calendar_that_is_not_a_uuid() {
         stderr.contains("`primary` is not a calendar id (a UUID)"),
         "{stderr}"
     );
+
+/// Google URLs holding passwords (user info and `password=`) are unreachable
+/// here: the connection errors the sync worker logs, at debug level, the
+/// startup line and `config` never show the passwords (issue 11 item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_error_to_a_url_with_a_password_leaves_the_password_out_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_with_credentials(dir.path()).await;
+    let closed = free_port();
+    let api = format!("http://g:apipw1@127.0.0.1:{closed}/calendar/v3");
+    let token = format!("http://t:tokenpw2@127.0.0.1:{closed}/token?password=querypw3");
+    let with_env = |command: &mut Command| {
+        command
+            .env("CHRONOS_DATABASE_URL", &url)
+            .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
+            .env("CHRONOS_GOOGLE_CLIENT_ID", "client-id")
+            .env("CHRONOS_GOOGLE_CLIENT_SECRET", "client-secret")
+            .env("CHRONOS_GOOGLE_API_BASE_URL", &api)
+            .env("CHRONOS_GOOGLE_TOKEN_URL", &token);
+    };
+    let mut connect = chronos(dir.path());
+    with_env(&mut connect);
+    let connected = connect
+        .args([
+            "calendars",
+            "connect",
+            "--user",
+            "u1",
+            "--calendar",
+            "primary",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        connected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&connected.stderr)
+    );
+    let mut config = chronos(dir.path());
+    with_env(&mut config);
+    let printed = config.arg("config").output().unwrap();
+    assert!(printed.status.success());
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(printed.contains("127.0.0.1"), "{printed}");
+
+    let port = free_port();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut serve = chronos(dir.path());
+    with_env(&mut serve);
+    let child = serve
+        .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let server = KillOnDrop(child);
+    wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        if text.contains("sync failed") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed sync: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(server);
+    assert!(text.contains("chronos-server listening"), "{text}");
+    assert!(text.to_lowercase().contains("connection refused"), "{text}");
+    for secret in ["apipw1", "tokenpw2", "querypw3"] {
+        assert!(!text.contains(secret), "{secret} in the log: {text}");
+        assert!(!printed.contains(secret), "{secret} in `config`: {printed}");
+    }
 }

@@ -60,7 +60,9 @@ impl GoogleCalendarClient {
         entropy: Arc<dyn Entropy>,
     ) -> Result<Self, BuildError> {
         if config.api_base_url.cannot_be_a_base() {
-            return Err(BuildError::ApiBaseUrl(config.api_base_url.to_string()));
+            return Err(BuildError::ApiBaseUrl(sync_domain::redact::redact_url(
+                config.api_base_url.as_str(),
+            )));
         }
         let http = http_client(&config)?;
         let tokens =

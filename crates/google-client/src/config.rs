@@ -78,8 +78,8 @@ impl RetryPolicy {
     }
 }
 
-/// Everything the client needs to reach Google.
-#[derive(Debug, Clone)]
+/// Everything the client needs to reach Google; `Debug` redacts passwords in the URLs.
+#[derive(Clone)]
 pub struct GoogleConfig {
     /// Calendar API base, e.g. `https://www.googleapis.com/calendar/v3`.
     pub api_base_url: Url,
@@ -93,6 +93,20 @@ pub struct GoogleConfig {
     pub retry: RetryPolicy,
     /// Timeout of one HTTP request (connect to last byte).
     pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for GoogleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use sync_domain::redact::redact_url;
+        f.debug_struct("GoogleConfig")
+            .field("api_base_url", &redact_url(self.api_base_url.as_str()))
+            .field("token_url", &redact_url(self.token_url.as_str()))
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("retry", &self.retry)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 impl GoogleConfig {

@@ -106,9 +106,11 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: OffsetDateTime) -> Option<Du
     Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
 }
 
-/// Maps a transport failure (timeout, refused connection, broken body) to `Transient`.
+/// Maps a transport failure (timeout, refused connection, broken body) to
+/// `Transient`, with its causes (`connection refused`, …) but never the URL.
 pub(crate) fn transport(error: reqwest::Error) -> GoogleError {
-    // `without_url`: query strings carry sync and page tokens; keep them out of messages.
+    // `without_url`: the URL may hold a password (user info, `password=`) and
+    // query strings carry sync and page tokens; keep them out of messages.
     let kind = if error.is_timeout() {
         "timeout"
     } else if error.is_connect() {
@@ -116,7 +118,16 @@ pub(crate) fn transport(error: reqwest::Error) -> GoogleError {
     } else {
         "transport error"
     };
-    GoogleError::Transient(format!("{kind}: {}", error.without_url()))
+    let error = error.without_url();
+    let mut message = format!("{kind}: {error}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    // A cause could quote a URL of its own (a proxy's, say).
+    GoogleError::Transient(sync_domain::redact::redact_urls_in(&message))
 }
 
 #[cfg(test)]

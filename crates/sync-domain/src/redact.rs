@@ -51,6 +51,52 @@ pub fn redact_url(raw: &str) -> String {
     url.to_string()
 }
 
+/// Whether [`redact_url`] would hide something in `raw`.
+fn shows_a_secret(raw: &str) -> bool {
+    match url::Url::parse(raw) {
+        Ok(url) => {
+            url.password().is_some() || url.query_pairs().any(|(k, _)| is_secret_parameter(&k))
+        }
+        Err(_) => redact_url(raw) != raw,
+    }
+}
+
+/// `text` (an error message, a log line) with every URL in it that holds a
+/// password or secret parameter passed through [`redact_url`]; other URLs are
+/// left as written. A URL runs from its `scheme://` to the next space, quote,
+/// bracket or parenthesis (how reqwest, hyper and oauth2 print them).
+pub fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        // The scheme: the ASCII letters, digits, `+`, `-`, `.` before `://`.
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '(' | ')' | '<' | '>' | '`')
+            })
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        if start == at {
+            // No scheme: not a URL; keep the `://` and go on.
+            out.push_str(&rest[at..at + 3]);
+            rest = &rest[at + 3..];
+            continue;
+        }
+        let candidate = &rest[start..end];
+        if shows_a_secret(candidate) {
+            out.push_str(&redact_url(candidate));
+        } else {
+            out.push_str(candidate);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +142,36 @@ mod tests {
         assert_eq!(redact_url("postgres://u:hunter2@[bad"), "***");
         assert_eq!(redact_url("not a url password=hunter2"), "***");
         assert_eq!(redact_url("not-a-url"), "not-a-url");
+    }
+
+    #[test]
+    fn urls_inside_a_message_are_redacted() {
+        let message = "error sending request for url (http://g:apipw@127.0.0.1:9/v3/x?password=qpw&a=1): connection refused";
+        let shown = redact_urls_in(message);
+        assert!(
+            !shown.contains("apipw") && !shown.contains("qpw"),
+            "{shown}"
+        );
+        assert!(
+            shown.starts_with("error sending request for url (http://g:***@127.0.0.1:9/v3/x?"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("): connection refused"), "{shown}");
+    }
+
+    #[test]
+    fn a_message_without_urls_is_unchanged() {
+        for text in ["", "connection refused", "odd :// text"] {
+            assert_eq!(redact_urls_in(text), text);
+        }
+        assert_eq!(
+            redact_urls_in("two: https://a:x@h/ and postgres://u:y@db/c"),
+            "two: https://a:***@h/ and postgres://u:***@db/c"
+        );
+        // Left as written, not normalised, when nothing in it is secret.
+        assert_eq!(
+            redact_urls_in("see HTTP://Example.COM:80 now"),
+            "see HTTP://Example.COM:80 now"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! - [`changes`]: the change feed, `GET /internal/changes` and its event stream;
 //! - [`metrics`]: `GET /metrics`, rendered by the binary's exporter;
 //! - [`request_id`]: the middleware giving each request an id and a span;
+//! - [`trace_context`]: OpenTelemetry names for request spans and a caller's `traceparent` (feature `otel`);
 //! - [`route_metrics`]: the middleware counting internal API requests by route and status;
 //! - [`routes`]: the table of every route ([`ROUTES`]), which `docs/openapi.json` documents;
 //! - [`error`]: the one error type of the boundary and its JSON responses;
@@ -22,6 +23,7 @@ pub mod request_id;
 pub mod route_metrics;
 pub mod routes;
 pub mod state;
+pub mod trace_context;
 pub mod webhook;
 
 pub use changes::ChangesState;

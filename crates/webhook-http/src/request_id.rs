@@ -34,6 +34,51 @@ fn request_id(req: &ServiceRequest) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
+/// The `request` span: its id, method and path; when traces are exported
+/// ([`crate::trace_context`]) also OpenTelemetry's name, kind and HTTP
+/// attributes, and on the internal API the caller's `traceparent` as parent.
+fn request_span(req: &ServiceRequest, id: &str) -> tracing::Span {
+    #[cfg(feature = "otel")]
+    if crate::trace_context::is_enabled() && crate::trace_context::is_probe(req.path()) {
+        // Logged as before, filtered out of the export by this field.
+        return tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            path = %req.path(),
+            not_exported = true,
+        );
+    }
+    #[cfg(feature = "otel")]
+    if crate::trace_context::is_enabled() {
+        let _caller = crate::trace_context::attach_caller_context(req);
+        // The pattern, never the raw path: ids would make every name unique.
+        let route = req.match_pattern();
+        let name = match &route {
+            Some(route) => format!("{} {route}", req.method()),
+            None => req.method().to_string(),
+        };
+        return tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            path = %req.path(),
+            otel.name = %name,
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %req.method(),
+            http.route = route.as_deref(),
+            http.response.status_code = tracing::field::Empty,
+        );
+    }
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path(),
+    )
+}
+
 /// The middleware: `App::new().wrap(actix_web::middleware::from_fn(webhook_http::request_id::middleware))`.
 /// Logs one line per request at debug level (method, path without the query, status).
 pub async fn middleware(
@@ -41,17 +86,18 @@ pub async fn middleware(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = request_id(&req);
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        path = %req.path(),
-    );
+    let span = request_span(&req, &id);
     let started = std::time::Instant::now();
     let mut response = next.call(req).instrument(span.clone()).await?;
+    let status = response.status();
+    // Fields the span declares only when traces are exported (a no-op otherwise).
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     span.in_scope(|| {
         tracing::debug!(
-            status = response.status().as_u16(),
+            status = status.as_u16(),
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "request served"
         );

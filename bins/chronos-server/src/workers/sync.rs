@@ -268,7 +268,15 @@ impl SyncWorker {
                 return;
             }
         };
-        let span = tracing::info_span!("sync", calendar_id = %claim.calendar_id);
+        // One span per calendar sync (exported as a trace of its own when
+        // traces are on); `outcome` is recorded when it is known.
+        let span = tracing::info_span!(
+            "sync",
+            calendar_id = %claim.calendar_id,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let recorded = span.clone();
         async {
             let grace = async {
                 shutdown.cancelled().await;
@@ -298,6 +306,10 @@ impl SyncWorker {
                     "abandoned"
                 }
             };
+            recorded.record("outcome", outcome);
+            if outcome != "success" {
+                recorded.record("otel.status_code", "error");
+            }
             metrics::counter!(crate::metrics::SYNCS, "outcome" => outcome).increment(1);
             metrics::histogram!(crate::metrics::SYNC_DURATION, "outcome" => outcome)
                 .record(started.elapsed().as_secs_f64());

@@ -208,6 +208,36 @@ async fn a_refused_connection_is_transient() {
 }
 
 #[tokio::test]
+async fn a_refused_connection_names_its_cause_but_not_the_urls_password() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let google = Google::start_with(|c| {
+        c.api_base_url = Url::parse(&format!(
+            "http://g:apipw1@127.0.0.1:{closed_port}/calendar/v3?password=querypw2"
+        ))
+        .unwrap();
+    })
+    .await
+    .with_cached_token("ya29.token")
+    .await;
+
+    let error = list(&google).await.unwrap_err();
+
+    let shown = format!("{error} {error:?}");
+    assert!(
+        shown.to_lowercase().contains("connection refused"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("apipw1") && !shown.contains("querypw2"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
 async fn unauthorized_refreshes_the_token_once_and_retries() {
     let google = Google::start().await.with_cached_token("ya29.stale").await;
     google.grant("ya29.fresh").await;
