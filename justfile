@@ -32,14 +32,17 @@ migrate:
 # The benchmarks of issue 7, one after the other (figures in docs/benchmarks.md):
 # the webhook load benchmark (the release server on PostgreSQL and SQLite next
 # to a minimal actix-web ceiling; ARGS go to it), hot mix then cold mix (every
-# change for a calendar without a pending request), the sync benchmark and the
-# coalescing figure (both against an in-process fake Google).
+# change for a calendar without a pending request) and with the sync worker
+# running against a fake Google, then the sync benchmark (with the change log on
+# and off), the coalescing figure and the change feed's latency (against an
+# in-process fake Google).
 # PostgreSQL: CHRONOS_BENCH_DATABASE_URL, else CHRONOS_TEST_DATABASE_URL.
 bench *ARGS:
     cargo build --release -p chronos-server -p chronos-bench
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" webhook {{ARGS}}
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" webhook --cold --calendars 100000 {{ARGS}}
-    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" sync
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" webhook --with-syncs --calendars 2000 {{ARGS}}
+    "${CARGO_TARGET_DIR:-target}/release/chronos-bench" sync --compare-change-log
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" coalesce
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" feed-latency
     "${CARGO_TARGET_DIR:-target}/release/chronos-bench" feed-latency --instances 2 --backends postgres

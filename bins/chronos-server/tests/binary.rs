@@ -861,6 +861,7 @@ fn changes_tail_names_a_calendar_that_is_not_a_uuid() {
         stderr.contains("`primary` is not a calendar id (a UUID)"),
         "{stderr}"
     );
+}
 
 /// Google URLs holding passwords (user info and `password=`) are unreachable
 /// here: the connection errors the sync worker logs, at debug level, the
