@@ -123,7 +123,8 @@ impl ChangeCursor {
     /// Parses the opaque form given to consumers (and `Last-Event-ID`).
     pub fn parse(raw: &str) -> Result<Self, InvalidChangeCursor> {
         let raw = raw.trim();
-        if raw.is_empty() || raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        if raw.is_empty() || raw.len() > CURSOR_MAX_LEN || !raw.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(InvalidChangeCursor);
         }
         raw.parse::<i64>()
@@ -138,6 +139,29 @@ impl std::fmt::Display for ChangeCursor {
     }
 }
 
+/// The opaque form: a decimal position.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ChangeCursor {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::string(
+            "Opaque position in the feed: only a `cursor` or `next_cursor` this feed returned (or `0`, before every entry kept) is valid; anything else is refused with 400.",
+        )
+        .min_length(Some(1))
+        .max_length(Some(CURSOR_MAX_LEN))
+        .pattern(Some(CURSOR_PATTERN))
+        .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ChangeCursor {}
+
+/// Longest text form of a [`ChangeCursor`] (an `i64` in decimal).
+pub const CURSOR_MAX_LEN: usize = 19;
+/// The text form of a [`ChangeCursor`] as an ECMA-262 pattern (surrounding
+/// white space is tolerated by the parser).
+pub const CURSOR_PATTERN: &str = "^[0-9]+$";
+
 impl Serialize for ChangeCursor {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -146,23 +170,32 @@ impl Serialize for ChangeCursor {
 
 /// One entry of the feed as consumers see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Change))]
 pub struct ChangeEntry {
     /// Resume after this entry with `after=<cursor>` (or `Last-Event-ID`).
     pub cursor: ChangeCursor,
+    /// The calendar the change belongs to.
     pub calendar_id: CalendarId,
+    /// The calendar's owner.
     pub user_id: String,
+    /// What happened.
     pub kind: ChangeKind,
     /// When the change was applied to the mirror.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// Event entries only: Google's event id.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required = false, nullable = false))]
     pub event_id: Option<String>,
     /// Event entries only: the event as the events API shows it, or `null`
     /// when it left the mirror (`event_removed`). Absent on calendar entries.
     #[serde(
         skip_serializing_if = "EventState::is_not_event",
         serialize_with = "EventState::serialize"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<EventView>, required = false)
     )]
     pub event: EventState,
 }
@@ -233,7 +266,9 @@ impl ChangeQuery {
 
 /// A page of the feed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangePage {
+    /// The entries, oldest first (possibly none).
     pub changes: Vec<ChangeEntry>,
     /// Where the next request continues (also when `changes` is empty).
     pub next_cursor: ChangeCursor,

@@ -15,7 +15,8 @@
 //! - [`sync_state`]: a calendar's sync state and its transitions;
 //! - [`retry`]: the one retry policy (backoff, jitter, caps, checked time arithmetic);
 //! - [`page`]: an `events.list` answer decoded, skipping items that are not events;
-//! - [`ports`]: the traits the other crates implement or consume.
+//! - [`ports`]: the traits the other crates implement or consume;
+//! - `openapi` (feature `openapi`): the OpenAPI schemas of these types, for the generated document.
 
 pub mod admin;
 pub mod calendar;
@@ -23,6 +24,8 @@ pub mod changes;
 pub mod channel;
 pub mod ids;
 pub mod notification;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod page;
 pub mod ports;
 pub mod redact;
