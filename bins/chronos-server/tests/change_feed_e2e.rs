@@ -83,7 +83,7 @@ async fn settled(app: &TestApp, id: CalendarId) {
     loop {
         let calendar = app.store.calendar(id).await.unwrap().unwrap();
         if calendar.sync_requested_at.is_none()
-            && calendar.sync_state == "idle"
+            && calendar.sync_state == sync_domain::SyncState::Idle
             && calendar.full_sync_complete
         {
             return;

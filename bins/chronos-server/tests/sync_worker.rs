@@ -133,14 +133,14 @@ async fn mirror(store: &Store, calendar: &Calendar) -> BTreeMap<String, Option<S
 fn google(fake: &FakeGoogleCalendar, owner: &str) -> BTreeMap<String, Option<String>> {
     fake.events(&user(owner), &primary())
         .into_iter()
-        .filter(|e| e.status != "cancelled")
+        .filter(|e| !e.status.is_cancelled())
         .map(|e| (e.id, e.summary))
         .collect()
 }
 
 async fn settled(store: &Store, calendar: &Calendar) -> bool {
     let row = store.calendar(calendar.id).await.unwrap().unwrap();
-    row.sync_state == "idle" && row.sync_requested_at.is_none()
+    row.sync_state == sync_domain::SyncState::Idle && row.sync_requested_at.is_none()
 }
 
 async fn converged(
@@ -212,7 +212,8 @@ test_on_both_backends!(
         }
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
         assert_eq!(
-            row.sync_state, "syncing",
+            row.sync_state,
+            sync_domain::SyncState::Syncing,
             "all 200 arrived during the first sync"
         );
         assert!(row.sync_requested_at.is_some(), "one follow-up is pending");
@@ -352,7 +353,7 @@ test_on_both_backends!(
         })
         .await;
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "failing");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Failing);
         assert!(row.last_error.unwrap().contains("rate limited"));
         assert!(row.sync_requested_at.is_some(), "the request stays pending");
         assert!(
@@ -396,7 +397,7 @@ test_on_both_backends!(
                 .unwrap()
                 .unwrap()
                 .sync_state
-                == "needs_reauth"
+                == sync_domain::SyncState::NeedsReauth
         })
         .await;
         store.request_sync(calendar.id).await.unwrap();
@@ -429,7 +430,7 @@ test_on_both_backends!(
                 .unwrap()
                 .unwrap()
                 .sync_state
-                == "gone"
+                == sync_domain::SyncState::Gone
         })
         .await;
         worker.stop().await;
@@ -457,7 +458,7 @@ test_on_both_backends!(
         .await;
         worker.stop().await;
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "pending");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Pending);
         assert!(
             row.sync_requested_at.is_some(),
             "the request survives the shutdown"

@@ -32,9 +32,8 @@ pub struct CalendarView {
     pub user_id: String,
     /// Google's calendar id, e.g. `primary`.
     pub google_calendar_id: String,
-    /// `pending`, `syncing`, `idle`, `failing`, `needs_reauth` or `gone`.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::SyncState))]
-    pub sync_state: String,
+    /// Where the calendar's sync stands.
+    pub sync_state: crate::SyncState,
     /// When the last sync completed.
     #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(required = true))]
@@ -48,8 +47,7 @@ pub struct CalendarView {
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_error: Option<String>,
     /// `push` or `polling` (an addition to the SPEC's fields).
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::channel::PushMode))]
-    pub push_mode: String,
+    pub push_mode: crate::channel::PushMode,
 }
 
 /// A mirrored event as the API shows it.
@@ -59,7 +57,7 @@ pub struct EventView {
     /// Google's event id.
     pub id: String,
     /// Google's status of the event.
-    pub status: String,
+    pub status: crate::EventStatus,
     /// The event's title.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub summary: Option<String>,

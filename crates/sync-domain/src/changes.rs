@@ -7,6 +7,7 @@
 //! and the [`ChangeFeed`] port that the store implements and consumers (the
 //! HTTP API, the CLI, other in-process Chronos services) read through.
 
+use crate::EventStatus;
 use crate::admin::EventView;
 use crate::ids::{CalendarId, UserId};
 use crate::ports::StoreError;
@@ -87,8 +88,8 @@ impl ChangeKind {
     }
 
     /// The kind for an event written to the mirror with Google's `status`.
-    pub fn for_event_status(status: &str) -> Self {
-        if status == "cancelled" {
+    pub fn for_event_status(status: EventStatus) -> Self {
+        if status.is_cancelled() {
             Self::EventCancelled
         } else {
             Self::EventChanged
@@ -231,7 +232,7 @@ impl EventView {
         let object = |key: &str| raw.get(key).filter(|v| !v.is_null()).cloned();
         Self {
             id: event_id.to_owned(),
-            status: text("status").unwrap_or_else(|| "confirmed".to_owned()),
+            status: EventStatus::from_google(raw.get("status").and_then(|v| v.as_str())),
             summary: text("summary"),
             start: object("start"),
             end: object("end"),
@@ -347,11 +348,11 @@ mod tests {
     #[test]
     fn cancelled_status_makes_a_cancelled_entry() {
         assert_eq!(
-            ChangeKind::for_event_status("cancelled"),
+            ChangeKind::for_event_status(EventStatus::Cancelled),
             ChangeKind::EventCancelled
         );
         assert_eq!(
-            ChangeKind::for_event_status("tentative"),
+            ChangeKind::for_event_status(EventStatus::Tentative),
             ChangeKind::EventChanged
         );
     }
@@ -430,7 +431,7 @@ mod tests {
             "updated": "2026-11-30T10:00:00.000Z", "etag": "\"1\""
         });
         let view = EventView::from_google_json("e1", &raw);
-        assert_eq!(view.status, "confirmed");
+        assert_eq!(view.status, EventStatus::Confirmed);
         assert_eq!(view.summary.as_deref(), Some("Standup"));
         assert_eq!(view.updated, Some(datetime!(2026-11-30 10:00 UTC)));
         assert_eq!(

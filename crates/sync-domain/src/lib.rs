@@ -13,6 +13,7 @@
 //! - [`sync`]: the sync engine's rules (backoff, polling, lease) and its store port;
 //! - [`redact`]: passwords out of URLs before they are shown;
 //! - [`sync_state`]: a calendar's sync state and its transitions;
+//! - [`event_status`]: a mirrored event's status (confirmed, tentative, cancelled);
 //! - [`retry`]: the one retry policy (backoff, jitter, caps, checked time arithmetic);
 //! - [`page`]: an `events.list` answer decoded, skipping items that are not events;
 //! - [`ports`]: the traits the other crates implement or consume;
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod calendar;
 pub mod changes;
 pub mod channel;
+pub mod event_status;
 pub mod ids;
 pub mod notification;
 #[cfg(feature = "openapi")]
@@ -40,6 +42,7 @@ pub mod verification;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
 
+pub use event_status::EventStatus;
 pub use ids::{CalendarId, ChannelId, GoogleCalendarId, ResourceId, UserId};
 pub use notification::{MessageNumber, Notification, NotificationError, ResourceState};
 pub use secret::{AccessToken, ChannelToken, RefreshToken};

@@ -48,6 +48,10 @@ macro_rules! text_enum_schema {
 
 text_enum_schema!(crate::SyncState, "Where the calendar's sync stands.");
 text_enum_schema!(
+    crate::EventStatus,
+    "Google's status of the event (`cancelled`: deleted at Google; the events API never lists those, the change feed shows them)."
+);
+text_enum_schema!(
     crate::channel::PushMode,
     "How the calendar learns about changes: `push` (watch channels) or `polling`."
 );

@@ -516,7 +516,7 @@ pub(crate) async fn disconnect(
         )
         .await;
         let label = match &outcome {
-            Ok(StopOutcome::Stopped) => "stopped",
+            Ok(StopOutcome::Stopped) => sync_domain::channel::ChannelState::Stopped.as_str(),
             Ok(StopOutcome::RetryAt(_)) => "retry",
             Err(_) => "error",
         };
