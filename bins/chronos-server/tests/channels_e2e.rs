@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use async_trait::async_trait;
 use chronos_server::app::{Application, Overrides};
 use chronos_server::config::RawConfig;
@@ -13,6 +15,7 @@ use google_client::fakes::FakeGoogleCalendar;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::{eventually, on_both_backends};
 use sync_domain::calendar::{
     CalendarApi, CalendarListEntry, EventsPage, EventsQuery, GoogleError, WatchRequest,
     WatchedChannel,
@@ -150,11 +153,7 @@ impl TestApp {
     }
 
     async fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !done() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(what, || std::future::ready(done())).await;
     }
 
     async fn notify(&self, channel: &str, token: &str, state: &str, number: u64) -> u16 {
@@ -196,22 +195,6 @@ impl TestApp {
             .map(|c| c.channel_id.as_str().to_owned())
             .collect()
     }
-}
-
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::Backend::Postgres).await;
-            }
-        }
-    };
 }
 
 fn plain(google: FakeGoogleCalendar) -> Arc<dyn CalendarApi> {

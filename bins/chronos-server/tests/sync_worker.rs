@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use chronos_server::workers::sync::{SyncOptions, SyncWorker};
 use google_client::fakes::{FakeGoogleCalendar, FakeMethod};
 use std::collections::{BTreeMap, HashSet};
@@ -12,6 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::eventually;
 use sync_domain::calendar::{
     CalendarApi, CalendarListEntry, EventsPage, EventsQuery, GoogleError, WatchRequest,
     WatchedChannel,
@@ -100,22 +103,6 @@ async fn connect(store: &Store, fake: &FakeGoogleCalendar, owner: &str) -> Calen
         .await
         .unwrap();
     store.connect_calendar(&owner, &primary()).await.unwrap().0
-}
-
-/// Waits (polling) until `check` holds; fails the test after 20 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// The mirror (non-cancelled events: id and summary).
