@@ -93,16 +93,43 @@ pub async fn spawn_app_with(
     backend: Backend,
     adjust: impl FnOnce(&mut RawConfig),
 ) -> Option<TestApp> {
-    let db = TestDb::new(backend).await?;
-    let mut raw = test_config(&db);
-    adjust(&mut raw);
-    let config = raw.validate().expect("valid test configuration");
     let google = FakeGoogleCalendar::new();
     let overrides = Overrides {
         calendar: Some(Arc::new(google.clone())),
         clock: None,
         entropy: None,
     };
+    spawn_app_over(backend, adjust, google, overrides).await
+}
+
+/// Starts a server that calls the Google its configuration names (`adjust`
+/// points the `google_*` URLs at a stand-in such as wiremock) through the real
+/// client; `TestApp::google` is then a fake nobody calls.
+pub async fn spawn_app_with_configured_google(
+    backend: Backend,
+    adjust: impl FnOnce(&mut RawConfig),
+) -> Option<TestApp> {
+    spawn_app_over(
+        backend,
+        adjust,
+        FakeGoogleCalendar::new(),
+        Overrides::default(),
+    )
+    .await
+}
+
+/// Starts a server with `overrides` (a wrapped fake Google, a fake clock);
+/// `google` is the fake the test drives, kept in `TestApp::google`.
+pub async fn spawn_app_over(
+    backend: Backend,
+    adjust: impl FnOnce(&mut RawConfig),
+    google: FakeGoogleCalendar,
+    overrides: Overrides,
+) -> Option<TestApp> {
+    let db = TestDb::new(backend).await?;
+    let mut raw = test_config(&db);
+    adjust(&mut raw);
+    let config = raw.validate().expect("valid test configuration");
     let app = Application::build_with(config, overrides)
         .await
         .expect("building the app");
