@@ -168,6 +168,14 @@ async fn unknown_path(_admin: Admin) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
+/// The body as a JSON value, so every object's keys go out sorted: the list
+/// and page bodies have always been written that way (the single calendar of
+/// `show` and `connect` in field order), and the wire keeps its bytes.
+fn keys_sorted(body: &impl Serialize) -> serde_json::Value {
+    // Plain data: serialising it cannot fail.
+    serde_json::to_value(body).unwrap_or_default()
+}
+
 fn store_error(context: &str, error: StoreError) -> ApiError {
     ApiError::store_unavailable(context, error)
 }
@@ -325,7 +333,7 @@ pub(crate) async fn list(admin: Admin, req: HttpRequest) -> Result<HttpResponse,
         .calendars(user.as_ref())
         .await
         .map_err(|e| store_error("listing calendars", e))?;
-    Ok(HttpResponse::Ok().json(CalendarList { calendars }))
+    Ok(HttpResponse::Ok().json(keys_sorted(&CalendarList { calendars })))
 }
 
 /// `GET /internal/calendars/{id}`.
@@ -445,10 +453,10 @@ pub(crate) async fn events(
         .last()
         .filter(|_| more)
         .map(|last| EventCursor::after(&last.id).encode());
-    Ok(HttpResponse::Ok().json(EventPage {
+    Ok(HttpResponse::Ok().json(keys_sorted(&EventPage {
         events: page,
         next_cursor,
-    }))
+    })))
 }
 
 /// `POST /internal/calendars/{id}/sync`: 202.
