@@ -17,6 +17,10 @@ lint:
     cargo clippy --workspace --all-targets --all-features -- -D warnings
     cargo clippy -p webhook-http -p chronos-server --all-targets --no-default-features -- -D warnings
 
+# Regenerate docs/openapi.json from the handlers and types (a test fails while it is stale).
+openapi:
+    UPDATE_OPENAPI=1 cargo test -p webhook-http --test api openapi::docs_openapi_json_is_the_generated_document
+
 # Format the code.
 fmt:
     cargo fmt --all

@@ -10,7 +10,7 @@
 //! call without a `pageToken` after the burst began starts one sync.
 
 use crate::server::ServerProcess;
-use crate::sync::{self, InternalApi, PostgresArgs, StoreTarget, state};
+use crate::sync::{self, InternalApi, PostgresArgs, StoreTarget, is_idle, is_stuck, state};
 use anyhow::{Context as _, bail};
 use fake_google::RunningFakeGoogle;
 use std::collections::HashMap;
@@ -209,7 +209,7 @@ async fn measure(
         let ready = views
             .iter()
             .filter(|v| {
-                state(v) == "idle"
+                is_idle(v)
                     && v["full_sync_complete"] == serde_json::json!(true)
                     && !v["channel"].is_null()
             })
@@ -217,10 +217,7 @@ async fn measure(
         if ready == calendars.len() && open_channels(fake)?.len() == calendars.len() {
             break;
         }
-        if let Some(bad) = views
-            .iter()
-            .find(|v| matches!(state(v), "failing" | "needs_reauth" | "gone"))
-        {
+        if let Some(bad) = views.iter().find(|v| is_stuck(v)) {
             bail!("a calendar went {}: {bad}", state(bad));
         }
         if Instant::now() > deadline {
@@ -272,7 +269,7 @@ async fn measure(
         }
         if last_change.elapsed() >= settle {
             let views = api.calendars().await?;
-            if views.iter().all(|v| state(v) == "idle") {
+            if views.iter().all(is_idle) {
                 break;
             }
         }

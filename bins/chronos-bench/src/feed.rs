@@ -9,7 +9,7 @@
 //! calendar's real channel; the consumer matches entries by event id.
 
 use crate::coalesce::{open_channels, start_with_webhook};
-use crate::sync::{self, InternalApi, PostgresArgs, StoreTarget, state};
+use crate::sync::{self, InternalApi, PostgresArgs, StoreTarget, is_idle};
 use anyhow::{Context as _, bail};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -108,9 +108,7 @@ async fn run_one(
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let views = notified.calendars().await?;
-            if views
-                .iter()
-                .any(|v| state(v) == "idle" && !v["channel"].is_null())
+            if views.iter().any(|v| is_idle(v) && !v["channel"].is_null())
                 && !open_channels(&fake)?.is_empty()
             {
                 break;

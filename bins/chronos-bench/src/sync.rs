@@ -17,7 +17,7 @@ use fake_google::{FakeGoogle, RunningFakeGoogle};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use sync_domain::{GoogleCalendarId, UserId};
+use sync_domain::{GoogleCalendarId, SyncState, UserId};
 use sync_store::Store;
 
 /// The PostgreSQL server used when neither env var names one.
@@ -215,7 +215,7 @@ async fn measure(
     let id = api.connect(user, calendar).await?;
     let view = api
         .wait_for(&id, Duration::from_secs(600), |v| {
-            state(v) == "idle" && v["full_sync_complete"] == json!(true)
+            is_idle(v) && v["full_sync_complete"] == json!(true)
         })
         .await?;
     let wall = started.elapsed();
@@ -286,7 +286,7 @@ async fn incremental(
         fake.google.calendar().put_event(
             user,
             calendar,
-            json!({"id": format!("evt{n:06}"), "status": "confirmed",
+            json!({"id": format!("evt{n:06}"), "status": sync_domain::EventStatus::Confirmed.as_str(),
                    "summary": format!("Changed event {n}"),
                    "start": {"dateTime": "2030-01-02T09:00:00Z"},
                    "end": {"dateTime": "2030-01-02T09:30:00Z"}}),
@@ -297,7 +297,7 @@ async fn incremental(
     let started = Instant::now();
     api.request_sync(id).await?;
     api.wait_for(id, Duration::from_secs(120), |v| {
-        state(v) == "idle" && v["last_sync_at"] != last_sync
+        is_idle(v) && v["last_sync_at"] != last_sync
     })
     .await?;
     let wall = started.elapsed();
@@ -504,6 +504,19 @@ pub fn state(view: &Value) -> &str {
     view["sync_state"].as_str().unwrap_or("")
 }
 
+/// Whether a calendar view says `idle`.
+pub fn is_idle(view: &Value) -> bool {
+    SyncState::parse(state(view)) == Some(SyncState::Idle)
+}
+
+/// Whether a calendar view says it failed or is parked: the run cannot finish.
+pub fn is_stuck(view: &Value) -> bool {
+    matches!(
+        SyncState::parse(state(view)),
+        Some(SyncState::Failing | SyncState::NeedsReauth | SyncState::Gone)
+    )
+}
+
 /// A client of the server's internal API and `/metrics`.
 #[derive(Debug, Clone)]
 pub struct InternalApi {
@@ -636,7 +649,7 @@ impl InternalApi {
             if done(&view) {
                 return Ok(view);
             }
-            if matches!(state(&view), "failing" | "needs_reauth" | "gone") {
+            if is_stuck(&view) {
                 bail!(
                     "calendar {id} went {}: {}",
                     state(&view),
@@ -691,7 +704,10 @@ impl InternalApi {
 async fn count_events(store: &Store) -> anyhow::Result<i64> {
     database::count(
         store,
-        "SELECT COUNT(*) AS n FROM calendar_events WHERE status <> 'cancelled'",
+        &format!(
+            "SELECT COUNT(*) AS n FROM calendar_events WHERE status <> '{}'",
+            sync_domain::EventStatus::Cancelled
+        ),
     )
     .await
 }

@@ -9,10 +9,10 @@
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
+use sync_domain::SyncState;
+use sync_domain::channel::{ChannelState, PushMode};
 use sync_domain::ports::Clock;
 use sync_store::Store;
-use sync_store::calendars::sync_state;
-use sync_store::channels::{push_mode, state};
 use sync_store::health::HealthSnapshot;
 use tokio_util::sync::CancellationToken;
 
@@ -81,10 +81,6 @@ const STORE_POOL: &str = "store";
 
 /// How often the sampler reads the database.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
-
-const CALENDAR_STATES: [&str; 6] = sync_state::ALL;
-const PUSH_MODES: [&str; 2] = [push_mode::PUSH, push_mode::POLLING];
-const CHANNEL_STATES: [&str; 3] = [state::REGISTERING, state::ACTIVE, state::RETIRING];
 
 /// The process's Prometheus handle: installs the recorder on first use. Tests
 /// start many servers in one process, so this never fails: if another recorder
@@ -287,22 +283,23 @@ pub fn render(store: &Store) -> String {
 /// Sets the gauges from a snapshot taken at `now`; every known label value is
 /// set (0 when absent) so a state that empties reads 0, not its last value.
 pub fn record_snapshot(snapshot: &HealthSnapshot, now: time::OffsetDateTime) {
-    let count = |pairs: &[(String, i64)], key: &str| {
+    fn count<T: PartialEq>(pairs: &[(T, i64)], key: &T) -> f64 {
         pairs
             .iter()
             .find(|(k, _)| k == key)
             .map_or(0.0, |(_, n)| *n as f64)
-    };
-    for state in CALENDAR_STATES {
-        metrics::gauge!(CALENDARS, "state" => state)
-            .set(count(&snapshot.calendars_by_state, state));
     }
-    for mode in PUSH_MODES {
-        metrics::gauge!(CALENDARS_BY_PUSH_MODE, "push_mode" => mode)
-            .set(count(&snapshot.calendars_by_push_mode, mode));
+    for state in SyncState::ALL {
+        metrics::gauge!(CALENDARS, "state" => state.as_str())
+            .set(count(&snapshot.calendars_by_state, &state));
     }
-    for state in CHANNEL_STATES {
-        metrics::gauge!(CHANNELS, "state" => state).set(count(&snapshot.channels_by_state, state));
+    for mode in PushMode::ALL {
+        metrics::gauge!(CALENDARS_BY_PUSH_MODE, "push_mode" => mode.as_str())
+            .set(count(&snapshot.calendars_by_push_mode, &mode));
+    }
+    for state in ChannelState::LIVE {
+        metrics::gauge!(CHANNELS, "state" => state.as_str())
+            .set(count(&snapshot.channels_by_state, &state));
     }
     metrics::gauge!(PENDING_REQUESTS).set(snapshot.pending_requests as f64);
     let oldest = snapshot

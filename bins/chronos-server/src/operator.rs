@@ -9,6 +9,7 @@ use std::sync::Arc;
 #[cfg(test)]
 use sync_domain::admin::ChannelView;
 use sync_domain::admin::{CalendarAdmin as _, CalendarView, StopOutcome, stop_channel};
+use sync_domain::channel::PushMode;
 use sync_domain::ports::{CalendarApi, Clock, SystemClock};
 use sync_domain::{CalendarId, GoogleCalendarId, RefreshToken, UserId};
 use time::OffsetDateTime;
@@ -179,12 +180,12 @@ pub fn calendars_table(calendars: &[CalendarView], now: OffsetDateTime) -> Strin
                 c.id.to_string(),
                 c.user_id.clone(),
                 c.google_calendar_id.clone(),
-                c.sync_state.clone(),
+                c.sync_state.to_string(),
                 when(c.last_sync_at),
-                match (&c.channel, c.push_mode.as_str()) {
-                    (_, "polling") => "polling".to_owned(),
-                    (Some(ch), _) => expiry(ch.expires_at, now),
-                    (None, _) => "-".to_owned(),
+                match (&c.channel, c.push_mode) {
+                    (_, PushMode::Polling) => PushMode::Polling.to_string(),
+                    (Some(ch), PushMode::Push) => expiry(ch.expires_at, now),
+                    (None, PushMode::Push) => "-".to_owned(),
                 },
                 c.last_error
                     .as_deref()
@@ -212,13 +213,13 @@ pub fn calendar_details(c: &CalendarView) -> String {
         vec!["id".to_owned(), c.id.to_string()],
         vec!["user".to_owned(), c.user_id.clone()],
         vec!["google calendar".to_owned(), c.google_calendar_id.clone()],
-        vec!["state".to_owned(), c.sync_state.clone()],
+        vec!["state".to_owned(), c.sync_state.to_string()],
         vec![
             "full sync complete".to_owned(),
             c.full_sync_complete.to_string(),
         ],
         vec!["last sync".to_owned(), when(c.last_sync_at)],
-        vec!["push mode".to_owned(), c.push_mode.clone()],
+        vec!["push mode".to_owned(), c.push_mode.to_string()],
         vec![
             "channel".to_owned(),
             c.channel
@@ -326,6 +327,7 @@ pub async fn run(config: &Config, command: CalendarsCommand) -> anyhow::Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sync_domain::SyncState;
 
     #[test]
     fn tables_align_columns() {
@@ -339,17 +341,17 @@ mod tests {
         assert_eq!(out, "A     BB\nlong  x\ns     yy");
     }
 
-    fn view(state: &str, channel: Option<ChannelView>, error: Option<&str>) -> CalendarView {
+    fn view(state: SyncState, channel: Option<ChannelView>, error: Option<&str>) -> CalendarView {
         CalendarView {
             id: CalendarId::parse("6f1c2b8e-1d2a-4c59-9a39-4f3f7a1c0d11").unwrap(),
             user_id: "user-1".into(),
             google_calendar_id: "primary".into(),
-            sync_state: state.into(),
+            sync_state: state,
             last_sync_at: Some(time::macros::datetime!(2026-12-01 10:00 UTC)),
             full_sync_complete: true,
             channel,
             last_error: error.map(str::to_owned),
-            push_mode: "push".into(),
+            push_mode: PushMode::Push,
         }
     }
 
@@ -357,7 +359,7 @@ mod tests {
     fn list_shows_state_last_sync_expiry_and_error_at_a_glance() {
         let now = time::macros::datetime!(2026-12-01 12:00 UTC);
         let healthy = view(
-            "idle",
+            SyncState::Idle,
             Some(ChannelView {
                 id: "ch-1".into(),
                 expires_at: Some(time::macros::datetime!(2026-12-08 11:00 UTC)),
@@ -365,7 +367,7 @@ mod tests {
             None,
         );
         let failing = view(
-            "failing",
+            SyncState::Failing,
             Some(ChannelView {
                 id: "ch-2".into(),
                 expires_at: Some(time::macros::datetime!(2026-12-01 10:00 UTC)),

@@ -9,25 +9,9 @@ mod support;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
-use support::{ADMIN_TOKEN, TestApp, spawn_app, spawn_app_overriding};
+use support::{ADMIN_TOKEN, TestApp, on_both_backends, spawn_app, spawn_app_overriding};
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
 use sync_store::test_support::Backend;
-
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::Backend::Postgres).await;
-            }
-        }
-    };
-}
 
 fn user() -> UserId {
     UserId::parse("user-1").unwrap()
@@ -83,7 +67,7 @@ async fn settled(app: &TestApp, id: CalendarId) {
     loop {
         let calendar = app.store.calendar(id).await.unwrap().unwrap();
         if calendar.sync_requested_at.is_none()
-            && calendar.sync_state == "idle"
+            && calendar.sync_state == sync_domain::SyncState::Idle
             && calendar.full_sync_complete
         {
             return;

@@ -4,8 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use async_trait::async_trait;
-use chronos_server::app::{Application, Overrides};
+use chronos_server::app::Overrides;
 use chronos_server::config::RawConfig;
 use chronos_server::workers::WorkerContext;
 use chronos_server::workers::channels::{ChannelSettings, ChannelWorker};
@@ -13,6 +15,7 @@ use google_client::fakes::FakeGoogleCalendar;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::{eventually, on_both_backends};
 use sync_domain::calendar::{
     CalendarApi, CalendarListEntry, EventsPage, EventsQuery, GoogleError, WatchRequest,
     WatchedChannel,
@@ -22,66 +25,60 @@ use sync_domain::ports::{Clock, CredentialStore as _};
 use sync_domain::{ChannelId, ChannelToken, GoogleCalendarId, RefreshToken, ResourceId, UserId};
 use sync_store::Store;
 use sync_store::calendars::NewChannel;
-use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
+use sync_store::test_support::{Backend, TestDb};
 
 const ADMIN: &str = "channels-admin-token-0123456789";
 const BASE: &str = "https://chronos.example.com";
 const WAIT: Duration = Duration::from_secs(20);
 
-struct TestApp {
-    address: String,
-    http: reqwest::Client,
-    google: FakeGoogleCalendar,
-    clock: Arc<FakeClock>,
-    store: Store,
-    _db: TestDb,
-}
-
+/// The configuration of the tests that drive a channel worker without a server.
 fn raw_config(db: &TestDb) -> RawConfig {
     RawConfig {
-        database_url: db.url_string(),
-        bind: "127.0.0.1:0".into(),
         webhook_base_url: Some(BASE.into()),
         admin_token: Some(ADMIN.into()),
-        encryption_key: Some(TEST_ENCRYPTION_KEY.into()),
-        sync_debounce_ms: 20,
-        sync_max_delay_ms: 200,
-        ..RawConfig::default()
+        ..support::test_config(db)
     }
 }
 
-/// Starts a server whose Google is `google` (or the fake itself).
+/// The shared test server, with the fake clock it and its fake Google run on.
+struct TestApp {
+    app: support::TestApp,
+    clock: Arc<FakeClock>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = support::TestApp;
+
+    fn deref(&self) -> &support::TestApp {
+        &self.app
+    }
+}
+
+/// Starts a server with channel registration on, whose Google is `wrap` of
+/// the fake (or the fake itself).
 async fn spawn(
     backend: Backend,
     wrap: impl FnOnce(FakeGoogleCalendar) -> Arc<dyn CalendarApi>,
 ) -> Option<TestApp> {
-    let db = TestDb::new(backend).await?;
     let clock = Arc::new(FakeClock::new(time::OffsetDateTime::now_utc()));
     let google = FakeGoogleCalendar::with_clock(clock.clone());
-    let config = raw_config(&db).validate().unwrap();
-    let calendar = wrap(google.clone());
-    let app = Application::build_with(
-        config,
-        Overrides {
-            calendar: Some(calendar),
-            clock: Some(clock.clone()),
-            entropy: None,
-            stream_heartbeat: None,
+    let overrides = Overrides {
+        calendar: Some(wrap(google.clone())),
+        clock: Some(clock.clone()),
+        entropy: None,
+        stream_heartbeat: None,
+    };
+    let app = support::spawn_app_over(
+        backend,
+        |raw| {
+            raw.webhook_base_url = Some(BASE.into());
+            raw.admin_token = Some(ADMIN.into());
         },
-    )
-    .await
-    .unwrap();
-    let address_text = format!("http://127.0.0.1:{}", app.port());
-    let store = app.store().clone();
-    tokio::spawn(app.run_until_stopped());
-    Some(TestApp {
-        address: address_text,
-        http: reqwest::Client::new(),
         google,
-        clock,
-        store,
-        _db: db,
-    })
+        overrides,
+    )
+    .await?;
+    Some(TestApp { app, clock })
 }
 
 impl TestApp {
@@ -151,11 +148,7 @@ impl TestApp {
     }
 
     async fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !done() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(what, || std::future::ready(done())).await;
     }
 
     async fn notify(&self, channel: &str, token: &str, state: &str, number: u64) -> u16 {
@@ -197,22 +190,6 @@ impl TestApp {
             .map(|c| c.channel_id.as_str().to_owned())
             .collect()
     }
-}
-
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(super::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(super::Backend::Postgres).await;
-            }
-        }
-    };
 }
 
 fn plain(google: FakeGoogleCalendar) -> Arc<dyn CalendarApi> {

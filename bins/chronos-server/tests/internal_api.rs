@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chronos_server::app::{Application, Overrides};
-use chronos_server::config::RawConfig;
-use google_client::fakes::FakeGoogleCalendar;
+mod support;
+
 use serde_json::Value;
-use std::sync::Arc;
-use sync_store::test_support::{TEST_ENCRYPTION_KEY, TestDb};
+use support::{TestApp, spawn_app_with};
+use sync_store::test_support::Backend;
 
 const ADMIN: &str = "internal-admin-token-0123456789";
 const ANY_ID: &str = "6f1c1a52-7f2b-4d6e-9a57-3c1f6c0b8e11";
@@ -37,27 +36,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/internal/nothing-here"),
 ];
 
-async fn spawn(admin_token: Option<&str>) -> (String, TestDb) {
-    let db = TestDb::sqlite();
-    let config = RawConfig {
-        database_url: db.url_string(),
-        bind: "127.0.0.1:0".into(),
-        admin_token: admin_token.map(str::to_owned),
-        encryption_key: Some(TEST_ENCRYPTION_KEY.into()),
-        ..RawConfig::default()
-    }
-    .validate()
-    .unwrap();
-    let overrides = Overrides {
-        calendar: Some(Arc::new(FakeGoogleCalendar::new())),
-        clock: None,
-        entropy: None,
-        stream_heartbeat: None,
-    };
-    let app = Application::build_with(config, overrides).await.unwrap();
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    (address, db)
+/// A server on SQLite with `admin_token` (None: the internal API is off);
+/// the `TestApp` keeps it and its database alive.
+async fn spawn(admin_token: Option<&str>) -> (String, TestApp) {
+    let app = spawn_app_with(Backend::Sqlite, |raw| {
+        raw.admin_token = admin_token.map(str::to_owned);
+    })
+    .await
+    .expect("SQLite needs no configuration");
+    (app.address.clone(), app)
 }
 
 async fn send(

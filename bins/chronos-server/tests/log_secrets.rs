@@ -10,13 +10,12 @@
 
 mod support;
 
-use chronos_server::app::{Application, Overrides};
 use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::test_config;
-use sync_store::test_support::{Backend, TestDb};
+use support::spawn_app_with_configured_google;
+use sync_store::test_support::Backend;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -135,22 +134,20 @@ async fn a_full_scenario_logs_no_secret_at_debug_level() {
         .unwrap();
 
     let google = fake_google().await;
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let mut raw = test_config(&db);
-    raw.admin_token = Some(ADMIN_TOKEN.into());
-    raw.encryption_key = Some(ENCRYPTION_KEY.into());
-    raw.google_client_id = Some("client-id.apps.googleusercontent.com".into());
-    raw.google_client_secret = Some(CLIENT_SECRET.into());
-    raw.google_api_base_url = format!("{}{API}", google.uri());
-    raw.google_token_url = format!("{}/token", google.uri());
-    raw.webhook_base_url = Some("https://chronos.example.test".into());
-    raw.log_format = "json".into();
-    let app = Application::build_with(raw.validate().unwrap(), Overrides::default())
-        .await
-        .unwrap();
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::new();
+    let app = spawn_app_with_configured_google(Backend::Sqlite, |raw| {
+        raw.admin_token = Some(ADMIN_TOKEN.into());
+        raw.encryption_key = Some(ENCRYPTION_KEY.into());
+        raw.google_client_id = Some("client-id.apps.googleusercontent.com".into());
+        raw.google_client_secret = Some(CLIENT_SECRET.into());
+        raw.google_api_base_url = format!("{}{API}", google.uri());
+        raw.google_token_url = format!("{}/token", google.uri());
+        raw.webhook_base_url = Some("https://chronos.example.test".into());
+        raw.log_format = "json".into();
+    })
+    .await
+    .expect("SQLite needs no configuration");
+    let address = app.address.clone();
+    let http = app.http.clone();
 
     let stored = http
         .put(format!(

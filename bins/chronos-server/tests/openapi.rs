@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `docs/openapi.json` documents exactly the routes the server mounts.
 //!
+//! The file is generated from the handlers (`webhook_http::openapi`; a test in
+//! webhook-http fails while it is stale, `just openapi` regenerates it).
 //! `webhook_http::ROUTES` is the one route table: the app mounts routes only
 //! through it (checked in debug builds when the app starts, and by a source
 //! scan in webhook-http), the document must list exactly its entries, and a

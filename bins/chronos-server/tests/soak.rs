@@ -219,7 +219,7 @@ fn expected(google: &FakeGoogle) -> BTreeMap<String, Value> {
         .calendar()
         .events(&alice(), &primary())
         .into_iter()
-        .filter(|event| event.status != "cancelled")
+        .filter(|event| !event.status.is_cancelled())
         .map(|event| (event.id, event.summary.map_or(Value::Null, Value::String)))
         .collect()
 }
@@ -678,7 +678,7 @@ async fn killed_instances_sync_is_finished_within_seconds(backend: Backend) {
     for _ in 0..200 {
         if calendar_row(&store, calendar_id)
             .await
-            .is_some_and(|row| row.sync_state == "syncing")
+            .is_some_and(|row| row.sync_state == sync_domain::SyncState::Syncing)
         {
             claimed = true;
             break;

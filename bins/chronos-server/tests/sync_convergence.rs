@@ -115,7 +115,7 @@ async fn run_case(steps: Vec<Step>) {
     let expected: BTreeMap<String, Option<String>> = fake
         .events(&owner, &primary)
         .into_iter()
-        .filter(|e| e.status != "cancelled")
+        .filter(|e| !e.status.is_cancelled())
         .map(|e| (e.id, e.summary))
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -128,7 +128,10 @@ async fn run_case(steps: Vec<Step>) {
             .into_iter()
             .map(|e| (e.event_id, e.summary))
             .collect();
-        if row.sync_state == "idle" && row.sync_requested_at.is_none() && mirror == expected {
+        if row.sync_state == sync_domain::SyncState::Idle
+            && row.sync_requested_at.is_none()
+            && mirror == expected
+        {
             break;
         }
         assert!(

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use chronos_server::workers::sync::{SyncOptions, SyncWorker};
 use google_client::fakes::{FakeGoogleCalendar, FakeMethod};
 use std::collections::{BTreeMap, HashSet};
@@ -12,6 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::eventually;
 use sync_domain::calendar::{
     CalendarApi, CalendarListEntry, EventsPage, EventsQuery, GoogleError, WatchRequest,
     WatchedChannel,
@@ -103,22 +106,6 @@ async fn connect(store: &Store, fake: &FakeGoogleCalendar, owner: &str) -> Calen
     store.connect_calendar(&owner, &primary()).await.unwrap().0
 }
 
-/// Waits (polling) until `check` holds; fails the test after 20 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// The mirror (non-cancelled events: id and summary).
 async fn mirror(store: &Store, calendar: &Calendar) -> BTreeMap<String, Option<String>> {
     store
@@ -134,14 +121,14 @@ async fn mirror(store: &Store, calendar: &Calendar) -> BTreeMap<String, Option<S
 fn google(fake: &FakeGoogleCalendar, owner: &str) -> BTreeMap<String, Option<String>> {
     fake.events(&user(owner), &primary())
         .into_iter()
-        .filter(|e| e.status != "cancelled")
+        .filter(|e| !e.status.is_cancelled())
         .map(|e| (e.id, e.summary))
         .collect()
 }
 
 async fn settled(store: &Store, calendar: &Calendar) -> bool {
     let row = store.calendar(calendar.id).await.unwrap().unwrap();
-    row.sync_state == "idle" && row.sync_requested_at.is_none()
+    row.sync_state == sync_domain::SyncState::Idle && row.sync_requested_at.is_none()
 }
 
 async fn converged(
@@ -213,7 +200,8 @@ test_on_both_backends!(
         }
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
         assert_eq!(
-            row.sync_state, "syncing",
+            row.sync_state,
+            sync_domain::SyncState::Syncing,
             "all 200 arrived during the first sync"
         );
         assert!(row.sync_requested_at.is_some(), "one follow-up is pending");
@@ -353,7 +341,7 @@ test_on_both_backends!(
         })
         .await;
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "failing");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Failing);
         assert!(row.last_error.unwrap().contains("rate limited"));
         assert!(row.sync_requested_at.is_some(), "the request stays pending");
         assert!(
@@ -397,7 +385,7 @@ test_on_both_backends!(
                 .unwrap()
                 .unwrap()
                 .sync_state
-                == "needs_reauth"
+                == sync_domain::SyncState::NeedsReauth
         })
         .await;
         store.request_sync(calendar.id).await.unwrap();
@@ -430,7 +418,7 @@ test_on_both_backends!(
                 .unwrap()
                 .unwrap()
                 .sync_state
-                == "gone"
+                == sync_domain::SyncState::Gone
         })
         .await;
         worker.stop().await;
@@ -458,7 +446,7 @@ test_on_both_backends!(
         .await;
         worker.stop().await;
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "pending");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Pending);
         assert!(
             row.sync_requested_at.is_some(),
             "the request survives the shutdown"
@@ -518,7 +506,7 @@ test_on_both_backends!(
         })
         .await;
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "failing");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Failing);
         let error = row.last_error.unwrap();
         assert!(
             error.contains("after 5 identical failures on page 1 of a full sync"),

@@ -234,7 +234,7 @@ async fn list_events(
     let items: Vec<Value> = page
         .items
         .into_iter()
-        .filter(|event| keep_cancelled || event.status != "cancelled")
+        .filter(|event| keep_cancelled || !event.status.is_cancelled())
         .map(|event| event.raw)
         .collect();
     let updated = items

@@ -205,7 +205,7 @@ impl FakeGoogle {
             self.inner.calendar.put_event(
                 user_id,
                 calendar,
-                json!({"id": format!("{prefix}{n:06}"), "status": "confirmed",
+                json!({"id": format!("{prefix}{n:06}"), "status": sync_domain::EventStatus::Confirmed.as_str(),
                        "summary": format!("Bulk event {n}"),
                        "start": {"dateTime": format!("2030-01-01T{hour:02}:{minute:02}:00Z")},
                        "end": {"dateTime": format!("2030-01-01T{hour:02}:{minute:02}:30Z")}}),

@@ -74,7 +74,7 @@ mod tests {
             "summary": "Standup", "start": {"dateTime": "2024-05-02T09:00:00+02:00"}});
         let event = parse_event(raw.clone()).unwrap();
         assert_eq!(event.id, "abc123");
-        assert_eq!(event.status, "cancelled");
+        assert_eq!(event.status, sync_domain::EventStatus::Cancelled);
         assert_eq!(event.etag.as_deref(), Some("\"3181161784712000\""));
         assert_eq!(event.summary.as_deref(), Some("Standup"));
         assert_eq!(
@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn status_defaults_to_confirmed_and_an_id_is_required() {
         let event = parse_event(json!({"id": "x"})).unwrap();
-        assert_eq!(event.status, "confirmed");
+        assert_eq!(event.status, sync_domain::EventStatus::Confirmed);
         assert_eq!(event.updated, None);
         assert!(matches!(
             parse_event(json!({"summary": "no id"})),

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use sync_domain::EventStatus;
 use sync_domain::calendar::{
     CalendarApi, CalendarListEntry, EventsPage, EventsQuery, GoogleError, GoogleEvent,
     WatchRequest, WatchedChannel,
@@ -278,7 +279,9 @@ impl FakeGoogleCalendar {
                 fields
                     .entry("kind")
                     .or_insert_with(|| json!("calendar#event"));
-                fields.entry("status").or_insert_with(|| json!("confirmed"));
+                fields
+                    .entry("status")
+                    .or_insert_with(|| json!(EventStatus::Confirmed.as_str()));
                 fields.insert("updated".into(), json!(updated));
                 fields.insert("etag".into(), json!(format!("\"{}\"", cal.version)));
             }
@@ -304,7 +307,7 @@ impl FakeGoogleCalendar {
         self.put_event(
             user_id,
             calendar,
-            json!({"id": id, "status": "confirmed", "summary": summary,
+            json!({"id": id, "status": EventStatus::Confirmed.as_str(), "summary": summary,
                    "start": {"dateTime": "2030-01-01T09:00:00Z"},
                    "end": {"dateTime": "2030-01-01T10:00:00Z"}}),
         )
@@ -323,7 +326,7 @@ impl FakeGoogleCalendar {
         });
         let mut event = existing.unwrap_or_else(|| json!({"id": id}));
         event["summary"] = json!(summary);
-        event["status"] = json!("confirmed");
+        event["status"] = json!(EventStatus::Confirmed.as_str());
         self.put_event(user_id, calendar, event)
     }
 
@@ -339,7 +342,7 @@ impl FakeGoogleCalendar {
             cal.events.get(id).map(|stored| stored.json.clone())
         })?;
         let mut event = existing;
-        event["status"] = json!("cancelled");
+        event["status"] = json!(EventStatus::Cancelled.as_str());
         Some(self.put_event(user_id, calendar, event))
     }
 
@@ -348,8 +351,9 @@ impl FakeGoogleCalendar {
     pub fn purge_cancelled(&self, user_id: &UserId, calendar: &GoogleCalendarId) {
         self.with_calendar(user_id, calendar, |cal| {
             let before = cal.events.len();
-            cal.events
-                .retain(|_, stored| stored.json.get("status") != Some(&json!("cancelled")));
+            cal.events.retain(|_, stored| {
+                stored.json.get("status") != Some(&json!(EventStatus::Cancelled.as_str()))
+            });
             // Like Google: once deletions are forgotten, a sync token from
             // before them could no longer report them, so it answers 410.
             if cal.events.len() != before {

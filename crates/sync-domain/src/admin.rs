@@ -13,41 +13,63 @@ use time::OffsetDateTime;
 
 /// A calendar's current channel as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Channel))]
 pub struct ChannelView {
+    /// The watch channel's id (a UUID this service created).
     pub id: String,
+    /// When Google lets the channel expire.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub expires_at: Option<OffsetDateTime>,
 }
 
 /// A connected calendar as the API shows it (`GET /internal/calendars/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Calendar))]
 pub struct CalendarView {
     pub id: CalendarId,
+    /// The Chronos user who owns the calendar.
     pub user_id: String,
+    /// Google's calendar id, e.g. `primary`.
     pub google_calendar_id: String,
-    /// `pending`, `syncing`, `idle`, `failing`, `needs_reauth` or `gone`.
-    pub sync_state: String,
+    /// Where the calendar's sync stands.
+    pub sync_state: crate::SyncState,
+    /// When the last sync completed.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_sync_at: Option<OffsetDateTime>,
+    /// Whether the first full sync completed (the mirror is whole).
     pub full_sync_complete: bool,
+    /// The current watch channel, if any.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub channel: Option<ChannelView>,
+    /// Why the last sync failed, while it is failing.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_error: Option<String>,
     /// `push` or `polling` (an addition to the SPEC's fields).
-    pub push_mode: String,
+    pub push_mode: crate::channel::PushMode,
 }
 
 /// A mirrored event as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Event))]
 pub struct EventView {
     /// Google's event id.
     pub id: String,
-    pub status: String,
+    /// Google's status of the event.
+    pub status: crate::EventStatus,
+    /// The event's title.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub summary: Option<String>,
     /// Google's `start` object (`dateTime`/`date`, `timeZone`), as mirrored.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, required = true))]
     pub start: Option<serde_json::Value>,
     /// Google's `end` object, as mirrored.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, required = true))]
     pub end: Option<serde_json::Value>,
+    /// When Google last changed the event.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub updated: Option<OffsetDateTime>,
 }
 
@@ -86,6 +108,26 @@ impl EventCursor {
         &self.0
     }
 }
+
+/// The opaque form: unpadded base64url of a non-empty event id.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for EventCursor {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::string(
+            "Opaque: only a `next_cursor` this API returned is valid; anything else is refused with 400.",
+        )
+        .min_length(Some(2))
+        .pattern(Some(EVENT_CURSOR_PATTERN))
+        .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for EventCursor {}
+
+/// The alphabet of an [`EventCursor`]'s opaque form (unpadded base64url), as
+/// an ECMA-262 pattern; a text matching it may still be refused.
+pub const EVENT_CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]+$";
 
 /// A channel that must be stopped at Google.
 #[derive(Debug, Clone, PartialEq, Eq)]

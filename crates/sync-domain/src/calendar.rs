@@ -77,7 +77,7 @@ pub struct EventsQuery {
 pub struct GoogleEvent {
     pub id: String,
     /// `confirmed`, `tentative` or `cancelled`.
-    pub status: String,
+    pub status: crate::EventStatus,
     pub updated: Option<OffsetDateTime>,
     pub etag: Option<String>,
     pub summary: Option<String>,

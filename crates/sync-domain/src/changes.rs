@@ -7,6 +7,7 @@
 //! and the [`ChangeFeed`] port that the store implements and consumers (the
 //! HTTP API, the CLI, other in-process Chronos services) read through.
 
+use crate::EventStatus;
 use crate::admin::EventView;
 use crate::ids::{CalendarId, UserId};
 use crate::ports::StoreError;
@@ -87,8 +88,8 @@ impl ChangeKind {
     }
 
     /// The kind for an event written to the mirror with Google's `status`.
-    pub fn for_event_status(status: &str) -> Self {
-        if status == "cancelled" {
+    pub fn for_event_status(status: EventStatus) -> Self {
+        if status.is_cancelled() {
             Self::EventCancelled
         } else {
             Self::EventChanged
@@ -123,7 +124,8 @@ impl ChangeCursor {
     /// Parses the opaque form given to consumers (and `Last-Event-ID`).
     pub fn parse(raw: &str) -> Result<Self, InvalidChangeCursor> {
         let raw = raw.trim();
-        if raw.is_empty() || raw.len() > 19 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        if raw.is_empty() || raw.len() > CURSOR_MAX_LEN || !raw.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(InvalidChangeCursor);
         }
         raw.parse::<i64>()
@@ -138,6 +140,29 @@ impl std::fmt::Display for ChangeCursor {
     }
 }
 
+/// The opaque form: a decimal position.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ChangeCursor {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::string(
+            "Opaque position in the feed: only a `cursor` or `next_cursor` this feed returned (or `0`, before every entry kept) is valid; anything else is refused with 400.",
+        )
+        .min_length(Some(1))
+        .max_length(Some(CURSOR_MAX_LEN))
+        .pattern(Some(CURSOR_PATTERN))
+        .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ChangeCursor {}
+
+/// Longest text form of a [`ChangeCursor`] (an `i64` in decimal).
+pub const CURSOR_MAX_LEN: usize = 19;
+/// The text form of a [`ChangeCursor`] as an ECMA-262 pattern (surrounding
+/// white space is tolerated by the parser).
+pub const CURSOR_PATTERN: &str = "^[0-9]+$";
+
 impl Serialize for ChangeCursor {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -146,23 +171,32 @@ impl Serialize for ChangeCursor {
 
 /// One entry of the feed as consumers see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Change))]
 pub struct ChangeEntry {
     /// Resume after this entry with `after=<cursor>` (or `Last-Event-ID`).
     pub cursor: ChangeCursor,
+    /// The calendar the change belongs to.
     pub calendar_id: CalendarId,
+    /// The calendar's owner.
     pub user_id: String,
+    /// What happened.
     pub kind: ChangeKind,
     /// When the change was applied to the mirror.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     /// Event entries only: Google's event id.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(required = false, nullable = false))]
     pub event_id: Option<String>,
     /// Event entries only: the event as the events API shows it, or `null`
     /// when it left the mirror (`event_removed`). Absent on calendar entries.
     #[serde(
         skip_serializing_if = "EventState::is_not_event",
         serialize_with = "EventState::serialize"
+    )]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = Option<EventView>, required = false)
     )]
     pub event: EventState,
 }
@@ -198,7 +232,7 @@ impl EventView {
         let object = |key: &str| raw.get(key).filter(|v| !v.is_null()).cloned();
         Self {
             id: event_id.to_owned(),
-            status: text("status").unwrap_or_else(|| "confirmed".to_owned()),
+            status: EventStatus::from_google(raw.get("status").and_then(|v| v.as_str())),
             summary: text("summary"),
             start: object("start"),
             end: object("end"),
@@ -233,7 +267,9 @@ impl ChangeQuery {
 
 /// A page of the feed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangePage {
+    /// The entries, oldest first (possibly none).
     pub changes: Vec<ChangeEntry>,
     /// Where the next request continues (also when `changes` is empty).
     pub next_cursor: ChangeCursor,
@@ -312,11 +348,11 @@ mod tests {
     #[test]
     fn cancelled_status_makes_a_cancelled_entry() {
         assert_eq!(
-            ChangeKind::for_event_status("cancelled"),
+            ChangeKind::for_event_status(EventStatus::Cancelled),
             ChangeKind::EventCancelled
         );
         assert_eq!(
-            ChangeKind::for_event_status("tentative"),
+            ChangeKind::for_event_status(EventStatus::Tentative),
             ChangeKind::EventChanged
         );
     }
@@ -395,7 +431,7 @@ mod tests {
             "updated": "2026-11-30T10:00:00.000Z", "etag": "\"1\""
         });
         let view = EventView::from_google_json("e1", &raw);
-        assert_eq!(view.status, "confirmed");
+        assert_eq!(view.status, EventStatus::Confirmed);
         assert_eq!(view.summary.as_deref(), Some("Standup"));
         assert_eq!(view.updated, Some(datetime!(2026-11-30 10:00 UTC)));
         assert_eq!(

@@ -17,6 +17,12 @@ pub enum IdError {
     NotUuid(&'static str),
 }
 
+/// What [`check_text`] accepts, as an ECMA-262 pattern for the OpenAPI
+/// document (with the length limit beside it): no control character (Unicode
+/// `Cc`) anywhere, and at least one character that is not white space.
+pub const TEXT_ID_PATTERN: &str =
+    r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$";
+
 fn check_text(what: &'static str, value: &str, max: usize) -> Result<(), IdError> {
     if value.trim().is_empty() {
         return Err(IdError::Empty(what));
@@ -72,6 +78,24 @@ macro_rules! text_id {
                 f.write_str(&self.0)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::openapi::string(concat!(
+                    "Not blank, no control characters, at most ",
+                    stringify!($max),
+                    " characters."
+                ))
+                .min_length(Some(1))
+                .max_length(Some(Self::MAX_LEN))
+                .pattern(Some(TEXT_ID_PATTERN))
+                .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -137,6 +161,16 @@ impl CalendarId {
         self.0
     }
 }
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for CalendarId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::openapi::uuid("Chronos' id for a connected calendar.")
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for CalendarId {}
 
 impl std::fmt::Display for CalendarId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

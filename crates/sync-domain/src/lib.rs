@@ -14,16 +14,21 @@
 //! - [`redact`]: passwords out of URLs before they are shown;
 //! - [`sync_state`]: a calendar's sync state and its transitions;
 //! - [`repeats`]: when a failure that repeats identically on the same page stops retrying;
+//! - [`event_status`]: a mirrored event's status (confirmed, tentative, cancelled);
 //! - [`retry`]: the one retry policy (backoff, jitter, caps, checked time arithmetic);
 //! - [`page`]: an `events.list` answer decoded, skipping items that are not events;
-//! - [`ports`]: the traits the other crates implement or consume.
+//! - [`ports`]: the traits the other crates implement or consume;
+//! - `openapi` (feature `openapi`): the OpenAPI schemas of these types, for the generated document.
 
 pub mod admin;
 pub mod calendar;
 pub mod changes;
 pub mod channel;
+pub mod event_status;
 pub mod ids;
 pub mod notification;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod page;
 pub mod ports;
 pub mod redact;
@@ -39,6 +44,7 @@ pub mod verification;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
 
+pub use event_status::EventStatus;
 pub use ids::{CalendarId, ChannelId, GoogleCalendarId, ResourceId, UserId};
 pub use notification::{MessageNumber, Notification, NotificationError, ResourceState};
 pub use secret::{AccessToken, ChannelToken, RefreshToken};

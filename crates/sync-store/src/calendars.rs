@@ -1,5 +1,6 @@
 //! Connected calendars and their watch channels.
 
+use crate::columns::Stored;
 use crate::pool::{query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, sync_requests as sr};
 use crate::store::Store;
@@ -7,31 +8,29 @@ use crate::sync_queue::request_sql;
 use crate::timestamps::{from_db, to_db};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use sync_domain::channel::PushMode;
 use sync_domain::ports::StoreError;
-use sync_domain::{CalendarId, GoogleCalendarId, UserId};
+use sync_domain::{CalendarId, GoogleCalendarId, SyncState, UserId};
 use time::{OffsetDateTime, PrimitiveDateTime};
 use uuid::Uuid;
 
-/// `calendar_sync_state.sync_state` values: the text forms of
-/// [`sync_domain::SyncState`], which owns them.
-pub mod sync_state {
+/// `calendar_sync_state.sync_state` values as query values:
+/// [`sync_domain::SyncState`] owns the states and their text forms.
+pub(crate) mod sync_state {
+    use crate::columns::Stored;
     use sync_domain::SyncState;
 
     /// Waiting to be synced.
-    pub const PENDING: &str = SyncState::Pending.as_str();
-    /// Claimed by a sync worker.
-    pub const SYNCING: &str = SyncState::Syncing.as_str();
+    pub const PENDING: Stored<SyncState> = Stored(SyncState::Pending);
     /// Synced, nothing to do.
-    pub const IDLE: &str = SyncState::Idle.as_str();
+    pub const IDLE: Stored<SyncState> = Stored(SyncState::Idle);
     /// The last sync failed; a retry is scheduled (or, once it stopped
     /// retrying, waits for a new request: `sync_domain::repeats`).
-    pub const FAILING: &str = SyncState::Failing.as_str();
+    pub const FAILING: Stored<SyncState> = Stored(SyncState::Failing);
     /// Google refused the user's refresh token; waits for new credentials.
-    pub const NEEDS_REAUTH: &str = SyncState::NeedsReauth.as_str();
+    pub const NEEDS_REAUTH: Stored<SyncState> = Stored(SyncState::NeedsReauth);
     /// The calendar no longer exists at Google; it takes no sync requests.
-    pub const GONE: &str = SyncState::Gone.as_str();
-    /// Every state, for metrics.
-    pub const ALL: [&str; 6] = [PENDING, SYNCING, IDLE, FAILING, NEEDS_REAUTH, GONE];
+    pub const GONE: Stored<SyncState> = Stored(SyncState::Gone);
 }
 
 /// A connected calendar as the internal API and the CLI show it (with its
@@ -41,8 +40,8 @@ pub struct CalendarRow {
     pub id: String,
     pub user_id: String,
     pub google_calendar_id: String,
-    pub sync_state: String,
-    pub push_mode: String,
+    pub sync_state: Stored<SyncState>,
+    pub push_mode: Stored<PushMode>,
     pub full_sync_complete: bool,
     pub webhook_channel_id: Option<String>,
     pub webhook_expires_at: Option<PrimitiveDateTime>,
@@ -82,10 +81,10 @@ pub struct Calendar {
     pub id: CalendarId,
     pub user_id: String,
     pub google_calendar_id: String,
-    /// `pending`, `syncing`, `idle`, `failing`, `needs_reauth` or `gone`.
-    pub sync_state: String,
-    /// `push` or `polling`.
-    pub push_mode: String,
+    /// Where its sync stands.
+    pub sync_state: SyncState,
+    /// Whether it is watched or polled.
+    pub push_mode: PushMode,
     pub full_sync_complete: bool,
     pub channel_id: Option<String>,
     pub channel_expires_at: Option<OffsetDateTime>,
@@ -107,8 +106,8 @@ impl TryFrom<CalendarRow> for Calendar {
             id: CalendarId::parse(&row.id).map_err(|e| StoreError::Query(Box::new(e)))?,
             user_id: row.user_id,
             google_calendar_id: row.google_calendar_id,
-            sync_state: row.sync_state,
-            push_mode: row.push_mode,
+            sync_state: row.sync_state.get(),
+            push_mode: row.push_mode.get(),
             full_sync_complete: row.full_sync_complete,
             channel_id: row.webhook_channel_id,
             channel_expires_at: row.webhook_expires_at.map(from_db),

@@ -24,13 +24,13 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamp};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use std::time::Duration;
-use sync_domain::CalendarId;
 use sync_domain::admin::EventView;
 use sync_domain::changes::{
     ChangeCursor, ChangeEntry, ChangeFeed, ChangeFeedError, ChangeKind, ChangePage, ChangeQuery,
     EventState, cursor_expired, prunable_through,
 };
 use sync_domain::ports::StoreError;
+use sync_domain::{CalendarId, EventStatus};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 /// The PostgreSQL channel the feed's writers notify at commit.
@@ -104,11 +104,14 @@ macro_rules! impl_change_log {
                         $postgres,
                         format!(
                             "{INSERT}SELECT ce.calendar_id, cs.user_id, \
-                             CASE WHEN ce.status = 'cancelled' THEN 'event_cancelled' ELSE 'event_changed' END, \
+                             CASE WHEN ce.status = '{cancelled}' THEN '{event_cancelled}' ELSE '{event_changed}' END, \
                              ce.event_id, ce.raw_json, $2 \
                              FROM calendar_events ce JOIN calendar_sync_state cs ON cs.id = ce.calendar_id \
                              WHERE ce.calendar_id = $1 AND ce.event_id IN ({}) ORDER BY ce.event_id",
-                            bind_list(3, event_ids.len())
+                            bind_list(3, event_ids.len()),
+                            cancelled = EventStatus::Cancelled,
+                            event_cancelled = ChangeKind::for_event_status(EventStatus::Cancelled).as_str(),
+                            event_changed = ChangeKind::EventChanged.as_str(),
                         ),
                     );
                     let mut query = diesel::sql_query(sql)
@@ -124,9 +127,10 @@ macro_rules! impl_change_log {
                     let sql = placeholders(
                         $postgres,
                         format!(
-                            "{INSERT}SELECT ce.calendar_id, cs.user_id, 'event_removed', ce.event_id, NULL, $2 \
+                            "{INSERT}SELECT ce.calendar_id, cs.user_id, '{removed}', ce.event_id, NULL, $2 \
                              FROM calendar_events ce JOIN calendar_sync_state cs ON cs.id = ce.calendar_id \
-                             WHERE ce.calendar_id = $1 AND ce.sync_generation < $3 ORDER BY ce.event_id"
+                             WHERE ce.calendar_id = $1 AND ce.sync_generation < $3 ORDER BY ce.event_id",
+                            removed = ChangeKind::EventRemoved.as_str(),
                         ),
                     );
                     diesel::sql_query(sql)
@@ -140,8 +144,9 @@ macro_rules! impl_change_log {
                     let sql = placeholders(
                         $postgres,
                         format!(
-                            "{INSERT}SELECT id, user_id, 'calendar_full_sync_complete', NULL, NULL, $2 \
-                             FROM calendar_sync_state WHERE id = $1 AND NOT full_sync_complete"
+                            "{INSERT}SELECT id, user_id, '{complete}', NULL, NULL, $2 \
+                             FROM calendar_sync_state WHERE id = $1 AND NOT full_sync_complete",
+                            complete = ChangeKind::CalendarFullSyncComplete.as_str(),
                         ),
                     );
                     diesel::sql_query(sql)

@@ -1,6 +1,7 @@
 //! The mirror: `calendar_events`, written a page at a time by the sync worker
 //! and read by the internal API.
 
+use crate::columns::Stored;
 use crate::pool::{query_error, with_conn};
 use crate::schema::calendar_events as ce;
 use crate::store::Store;
@@ -8,14 +9,11 @@ use crate::timestamps::{from_db, to_db};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use std::collections::HashSet;
-use sync_domain::CalendarId;
 use sync_domain::calendar::GoogleEvent;
 use sync_domain::page::without_nul;
 use sync_domain::ports::StoreError;
+use sync_domain::{CalendarId, EventStatus};
 use time::{OffsetDateTime, PrimitiveDateTime};
-
-/// The status Google gives a deleted event; such rows are kept but never listed.
-pub const CANCELLED: &str = "cancelled";
 
 /// A mirrored event, as the internal API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +21,7 @@ pub struct MirroredEvent {
     /// Google's event id.
     pub event_id: String,
     /// `confirmed` or `tentative` (cancelled events are not listed).
-    pub status: String,
+    pub status: EventStatus,
     /// The event's title.
     pub summary: Option<String>,
     /// When Google last changed it.
@@ -34,7 +32,7 @@ pub struct MirroredEvent {
 
 type EventRow = (
     String,
-    String,
+    Stored<EventStatus>,
     Option<String>,
     Option<PrimitiveDateTime>,
     String,
@@ -53,7 +51,8 @@ impl Store {
         let rows: Vec<EventRow> = with_conn!(&self.pool, |conn| {
             let mut query = ce::table
                 .filter(ce::calendar_id.eq(&calendar))
-                .filter(ce::status.ne(CANCELLED))
+                // Deleted at Google: kept, never listed.
+                .filter(ce::status.ne(Stored(EventStatus::Cancelled)))
                 .select((
                     ce::event_id,
                     ce::status,
@@ -74,7 +73,7 @@ impl Store {
             .map(
                 |(event_id, status, summary, updated, raw_json)| MirroredEvent {
                     event_id,
-                    status,
+                    status: status.get(),
                     summary,
                     updated: updated.map(from_db),
                     raw_json,
@@ -89,7 +88,7 @@ impl Store {
 pub(crate) struct NewEvent {
     pub(crate) calendar_id: String,
     pub(crate) event_id: String,
-    pub(crate) status: String,
+    pub(crate) status: Stored<EventStatus>,
     pub(crate) summary: Option<String>,
     pub(crate) updated: Option<PrimitiveDateTime>,
     pub(crate) etag: Option<String>,
@@ -115,7 +114,7 @@ pub(crate) fn page_rows(
         .map(|event| NewEvent {
             calendar_id: calendar.to_owned(),
             event_id: without_nul(&event.id),
-            status: without_nul(&event.status),
+            status: Stored(event.status),
             summary: event.summary.as_deref().map(without_nul),
             updated: event.updated.map(to_db),
             etag: event.etag.as_deref().map(without_nul),

@@ -3,6 +3,7 @@
 //! with one query each, written once for both backends.
 
 use crate::channels::state;
+use crate::columns::{Stored, TextColumn, stored};
 use crate::pool::{query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, sync_requests as sr, watch_channels as wc};
 use crate::store::Store;
@@ -10,6 +11,8 @@ use crate::timestamps::from_db;
 use diesel::dsl::{count_star, min};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use sync_domain::SyncState;
+use sync_domain::channel::{ChannelState, PushMode};
 use sync_domain::ports::StoreError;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
@@ -17,15 +20,15 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthSnapshot {
     /// Calendars per `sync_state` (only states that occur).
-    pub calendars_by_state: Vec<(String, i64)>,
-    /// Calendars per `push_mode` (`push`, `polling`; only modes that occur).
-    pub calendars_by_push_mode: Vec<(String, i64)>,
+    pub calendars_by_state: Vec<(SyncState, i64)>,
+    /// Calendars per `push_mode` (only modes that occur).
+    pub calendars_by_push_mode: Vec<(PushMode, i64)>,
     /// Calendars with an unserved sync request.
     pub pending_requests: i64,
     /// The oldest unserved request, if any.
     pub oldest_pending_request: Option<OffsetDateTime>,
-    /// Channels per live state (`registering`, `active`, `retiring`; only states that occur).
-    pub channels_by_state: Vec<(String, i64)>,
+    /// Channels per live state (only states that occur).
+    pub channels_by_state: Vec<(ChannelState, i64)>,
     /// The soonest expiry among active channels, if any has one.
     pub soonest_channel_expiry: Option<OffsetDateTime>,
 }
@@ -33,18 +36,18 @@ pub struct HealthSnapshot {
 impl Store {
     /// Reads the [`HealthSnapshot`].
     pub async fn health_snapshot(&self) -> Result<HealthSnapshot, StoreError> {
-        let live = [state::REGISTERING, state::ACTIVE, state::RETIRING];
+        let live = stored(&ChannelState::LIVE);
         let snapshot = with_conn!(&self.pool, |conn| {
             let calendars_by_state = cs::table
                 .group_by(cs::sync_state)
                 .select((cs::sync_state, count_star()))
-                .load::<(String, i64)>(conn)
+                .load::<(Stored<SyncState>, i64)>(conn)
                 .await
                 .map_err(query_error)?;
             let calendars_by_push_mode = cs::table
                 .group_by(cs::push_mode)
                 .select((cs::push_mode, count_star()))
-                .load::<(String, i64)>(conn)
+                .load::<(Stored<PushMode>, i64)>(conn)
                 .await
                 .map_err(query_error)?;
             let (pending_requests, oldest) = sr::table
@@ -57,7 +60,7 @@ impl Store {
                 .filter(wc::state.eq_any(live))
                 .group_by(wc::state)
                 .select((wc::state, count_star()))
-                .load::<(String, i64)>(conn)
+                .load::<(Stored<ChannelState>, i64)>(conn)
                 .await
                 .map_err(query_error)?;
             let soonest = wc::table
@@ -67,14 +70,22 @@ impl Store {
                 .await
                 .map_err(query_error)?;
             HealthSnapshot {
-                calendars_by_state,
-                calendars_by_push_mode,
+                calendars_by_state: unwrapped(calendars_by_state),
+                calendars_by_push_mode: unwrapped(calendars_by_push_mode),
                 pending_requests,
                 oldest_pending_request: oldest.map(from_db),
-                channels_by_state,
+                channels_by_state: unwrapped(channels_by_state),
                 soonest_channel_expiry: soonest.map(from_db),
             }
         });
         Ok(snapshot)
     }
+}
+
+/// Counts by the enum itself.
+fn unwrapped<T: TextColumn>(counts: Vec<(Stored<T>, i64)>) -> Vec<(T, i64)> {
+    counts
+        .into_iter()
+        .map(|(value, count)| (value.get(), count))
+        .collect()
 }

@@ -8,12 +8,15 @@
 //! as libpq's `sslmode` says ([`tls`]). Migrations are embedded
 //! ([`migrations`]); credentials are encrypted at rest ([`crypto`]). The
 //! change feed ([`changes`]) is written in the same transactions as the mirror.
+//! The domain's enums are bound and loaded as themselves in their text
+//! columns (`columns::Stored`, `FromSql`/`ToSql` for both backends).
 
 pub mod admin;
 pub mod calendars;
 pub mod changes;
 mod channel_cache;
 pub mod channels;
+pub mod columns;
 pub mod credentials;
 pub mod crypto;
 pub mod dialect;

@@ -9,7 +9,8 @@
 //! lease was taken over nor a second task of the same instance changes anything.
 
 use crate::calendars::sync_state::{FAILING, GONE, IDLE, NEEDS_REAUTH, PENDING};
-use crate::channels::{push_mode, retire_active_channels};
+use crate::channels::retire_active_channels;
+use crate::columns::Stored;
 use crate::dialect::{Dialect, LeaseClock};
 use crate::events::page_rows;
 use crate::pool::{query_error, with_conn};
@@ -23,6 +24,7 @@ use diesel::dsl::case_when;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use sync_domain::channel::PushMode;
 use sync_domain::ports::StoreError;
 use sync_domain::repeats::FailureFingerprint;
 use sync_domain::sync::{
@@ -317,7 +319,7 @@ impl SyncQueue for Store {
                         upsert = upsert
                             .bind::<Text, _>(&row.calendar_id)
                             .bind::<Text, _>(&row.event_id)
-                            .bind::<Text, _>(&row.status)
+                            .bind::<Text, _>(row.status)
                             .bind::<Nullable<Text>, _>(&row.summary)
                             .bind::<Nullable<Timestamp>, _>(row.updated)
                             .bind::<Nullable<Text>, _>(&row.etag)
@@ -439,7 +441,7 @@ impl SyncQueue for Store {
                     ),
                     // New credentials re-request a sync anyway; keep the old one too.
                     FailureAction::NeedsReauth { error } => {
-                        let states: Vec<String> = diesel::update(target)
+                        let states: Vec<Stored<SyncState>> = diesel::update(target)
                             .set((
                                 release,
                                 cs::last_error.eq(Some(error)),
@@ -448,7 +450,7 @@ impl SyncQueue for Store {
                             .returning(cs::sync_state)
                             .get_results(conn)
                             .await?;
-                        if states.iter().any(|state| state == NEEDS_REAUTH) {
+                        if states.contains(&NEEDS_REAUTH) {
                             crate::changes::ChangeLog::log_transition(
                                 &mut *conn,
                                 &[&calendar],
@@ -551,7 +553,7 @@ impl SyncQueue for Store {
                  AND ((cs.push_mode <> '{polling}' AND {since} <= $2) \
                    OR (cs.push_mode = '{polling}' AND {since} <= $3))",
                 since = "COALESCE(cs.retry_stopped_at, cs.last_sync_at, cs.created_at)",
-                polling = push_mode::POLLING,
+                polling = PushMode::Polling,
                 gone = SyncState::Gone,
                 reauth = SyncState::NeedsReauth,
             ),

@@ -2,6 +2,7 @@
 
 use crate::calendars::sync_state::GONE;
 use crate::channels::state;
+use crate::columns::Stored;
 use crate::dialect::Dialect;
 use crate::pool::{DbPool, checkout, query_error, with_conn};
 use crate::schema::{
@@ -20,12 +21,12 @@ use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNum
 use time::PrimitiveDateTime;
 
 type ChannelRow = (
-    String,         // token
-    Option<String>, // calendar id
-    Option<String>, // calendar's sync state
-    Option<String>, // the channel of the last recorded request
-    Option<i64>,    // the last message number recorded on it
-    Option<String>, // credentials' user id (present: the user has credentials)
+    String,                    // token
+    Option<String>,            // calendar id
+    Option<Stored<SyncState>>, // calendar's sync state
+    Option<String>,            // the channel of the last recorded request
+    Option<i64>,               // the last message number recorded on it
+    Option<String>,            // credentials' user id (present: the user has credentials)
 );
 
 impl Store {
@@ -66,7 +67,7 @@ impl Store {
             ChannelRecord {
                 token: ChannelToken::new(token),
                 calendar_active: calendar_id.is_some()
-                    && state.as_deref().is_some_and(|s| s != GONE)
+                    && state.is_some_and(|s| s != GONE)
                     && credentials.is_some(),
                 calendar_id,
                 last_message_number: last.filter(|_| is_current).map(MessageNumber::new),
@@ -173,7 +174,7 @@ fn checked_sql() -> String {
         "checked AS (SELECT i.calendar_id, i.channel_id, i.msg, i.at, \
      COALESCE(cs.sync_state <> '{gone}' \
        AND EXISTS (SELECT 1 FROM watch_channels wc WHERE wc.channel_id = i.channel_id \
-         AND wc.calendar_id = cs.id AND wc.state <> 'stopped') \
+         AND wc.calendar_id = cs.id AND wc.state <> '{stopped}') \
        AND EXISTS (SELECT 1 FROM google_credentials gc WHERE gc.user_id = cs.user_id), FALSE) AS valid, \
      COALESCE(r.first_requested_at IS NOT NULL, FALSE) AS pending, \
      COALESCE(i.msg IS NOT NULL AND r.channel_id = i.channel_id AND r.last_message_number >= i.msg, FALSE) \
@@ -181,7 +182,8 @@ fn checked_sql() -> String {
      FROM input i \
      LEFT JOIN calendar_sync_state cs ON cs.id = i.calendar_id \
      LEFT JOIN sync_requests r ON r.calendar_id = i.calendar_id)",
-        gone = SyncState::Gone
+        gone = SyncState::Gone,
+        stopped = sync_domain::channel::ChannelState::Stopped,
     )
 }
 

@@ -34,7 +34,7 @@ async fn claim_all(store: &Store, owner: &str) -> Vec<Claim> {
 fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
     GoogleEvent {
         id: id.to_owned(),
-        status: status.to_owned(),
+        status: sync_domain::EventStatus::from_google(Some(status)),
         updated: Some(OffsetDateTime::UNIX_EPOCH),
         etag: Some(format!("\"{summary}\"")),
         summary: Some(summary.to_owned()),

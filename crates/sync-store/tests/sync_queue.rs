@@ -22,7 +22,7 @@ fn later(ms: i64) -> OffsetDateTime {
 fn event(id: &str, status: &str, summary: &str) -> GoogleEvent {
     GoogleEvent {
         id: id.to_owned(),
-        status: status.to_owned(),
+        status: sync_domain::EventStatus::from_google(Some(status)),
         updated: Some(OffsetDateTime::UNIX_EPOCH),
         etag: Some(format!("\"{summary}\"")),
         summary: Some(summary.to_owned()),
@@ -85,7 +85,7 @@ test_on_both_backends!(
             "held by a"
         );
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "syncing");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Syncing);
         assert_eq!(
             row.sync_requested_at, None,
             "the claim consumed the request"
@@ -122,7 +122,7 @@ test_on_both_backends!(
             "and only one"
         );
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "idle");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Idle);
         assert!(row.last_sync_at.is_some());
         assert!(row.full_sync_complete);
     }
@@ -273,7 +273,7 @@ test_on_both_backends!(
         };
         assert!(store.fail(me(&claim, "a"), action, later(0)).await.unwrap());
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "failing");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Failing);
         assert_eq!(row.failure_count, 1);
         assert_eq!(row.last_error.as_deref(), Some("rate limited by Google"));
         assert!(row.sync_requested_at.is_some(), "nothing is dropped");
@@ -307,7 +307,7 @@ test_on_both_backends!(
         };
         assert!(store.fail(me(&claim, "a"), action, later(0)).await.unwrap());
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "needs_reauth");
+        assert_eq!(row.sync_state, sync_domain::SyncState::NeedsReauth);
         assert!(
             claim_at(&store, "a", later(100_000), 0).await.is_empty(),
             "parked"
@@ -346,7 +346,7 @@ test_on_both_backends!(a_calendar_gone_at_google_is_parked, async |store: Store|
             .unwrap()
             .unwrap()
             .sync_state,
-        "gone"
+        sync_domain::SyncState::Gone
     );
     store.request_sync(calendar.id).await.unwrap();
     assert!(claim_at(&store, "a", later(100_000), 0).await.is_empty());
@@ -416,7 +416,7 @@ test_on_both_backends!(
                 .unwrap()
         );
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
-        assert_eq!(row.sync_state, "failing");
+        assert_eq!(row.sync_state, sync_domain::SyncState::Failing);
         assert_eq!(row.last_error.as_deref(), Some("stopped retrying: refused"));
         assert_eq!(row.failure_count, 1);
         assert_eq!(row.next_attempt_at, None, "no retry is scheduled");
@@ -708,7 +708,7 @@ test_on_both_backends!(
             );
             assert_eq!(row.sync_request_count, writes, "step {step}: writes");
             assert_eq!(
-                row.sync_state == "syncing",
+                row.sync_state == sync_domain::SyncState::Syncing,
                 running.is_some(),
                 "step {step}: state"
             );

@@ -25,6 +25,8 @@ use sync_domain::changes::{
     MAX_LIMIT, MAX_WAIT,
 };
 use sync_domain::{CalendarId, UserId};
+use utoipa::PartialSchema as _;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
 /// `GET`: a page of the feed.
 pub const CHANGES: &str = "/internal/changes";
@@ -79,12 +81,45 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct FeedQuery {
+pub(crate) struct FeedQuery {
     after: Option<String>,
     limit: Option<String>,
     calendar_id: Option<String>,
     user_id: Option<String>,
     wait: Option<String>,
+}
+
+impl utoipa::IntoParams for FeedQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        use crate::openapi::{integer, query};
+        vec![
+            query(
+                "after",
+                "Entries after this cursor (`next_cursor` of the previous page, an entry's `cursor`, or `0` for everything kept). Absent: from now, no history.",
+                ChangeCursor::schema(),
+            ),
+            query(
+                "limit",
+                "Entries per page (per read, on the stream).",
+                integer(1, MAX_LIMIT.into(), DEFAULT_LIMIT.into()),
+            ),
+            query(
+                "calendar_id",
+                "Only entries of this calendar.",
+                CalendarId::schema(),
+            ),
+            query(
+                "user_id",
+                "Only entries of this user's calendars.",
+                UserId::schema(),
+            ),
+            query(
+                "wait",
+                "Seconds to hold the request while no entry matches (long poll). Checked on the stream too, where it has no effect.",
+                integer(0, MAX_WAIT.as_secs(), 0),
+            ),
+        ]
+    }
 }
 
 /// The query's filters and cursor; `wait` as given (validated).
@@ -161,7 +196,21 @@ fn state(admin: &Admin, req: &HttpRequest) -> Result<web::Data<ChangesState>, Ap
 }
 
 /// `GET /internal/changes`: `{"changes": [...], "next_cursor": "..."}`.
-async fn changes(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = CHANGES,
+    tag = "internal",
+    operation_id = "listChanges",
+    summary = "The change feed: every change applied to the mirror and calendar transitions, in order",
+    description = "Entries are ordered by position; a consumer that always continues from `next_cursor` never misses an entry and sees each calendar's entries in the order they were applied. With `wait`, an empty answer is held until an entry arrives (long poll), woken by PostgreSQL `NOTIFY` across instances. See docs/change-feed.md.",
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "A page of entries (possibly empty); continue with `after=<next_cursor>`, also when `changes` is empty.", body = ChangePage),
+        (status = 400, description = "Invalid `after` (a cursor this feed did not issue), `limit`, `wait`, `calendar_id` or `user_id`.", body = crate::error::ErrorBody),
+        (status = 410, description = "The cursor is older than `change_retention_hours`: entries after it were removed. The detail says to resync from the events API and follow the feed from a new cursor.", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn changes(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&admin, &req)?;
     let (query, wait) = parse_query(&req)?;
     let page = state.feed.changes(&query, wait).await.map_err(feed_error)?;
@@ -187,7 +236,24 @@ struct StreamState {
 
 /// `GET /internal/changes/stream`: `text/event-stream`. `Last-Event-ID`
 /// (sent by an `EventSource` reconnecting) takes precedence over `after`.
-async fn stream(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = STREAM,
+    tag = "internal",
+    operation_id = "streamChanges",
+    summary = "The change feed as server-sent events",
+    description = "Each entry is one event: `id:` is its cursor, `data:` the entry as JSON (a `Change`). A comment line (`: heartbeat`) is sent after 15 s without an entry. Resume with `Last-Event-ID` (what `EventSource` sends on reconnect; it takes precedence over `after`). Should the stream fail after it started, an `event: error` with a `detail` ends it.",
+    params(
+        FeedQuery,
+        ("Last-Event-ID" = Option<ChangeCursor>, Header, nullable = false, description = "The cursor of the last event received; one this feed did not issue: 400."),
+    ),
+    responses(
+        (status = 200, description = "An endless `text/event-stream`.", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "Invalid `after`, `Last-Event-ID`, `limit`, `wait`, `calendar_id` or `user_id`.", body = crate::error::ErrorBody),
+        (status = 410, description = "The cursor is older than `change_retention_hours`: entries after it were removed. The detail says to resync from the events API and follow the feed from a new cursor.", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn stream(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&admin, &req)?;
     let (mut query, _) = parse_query(&req)?;
     if let Some(last) = req.headers().get("last-event-id") {

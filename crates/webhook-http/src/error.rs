@@ -100,8 +100,11 @@ impl From<NotificationError> for ApiError {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody<'a> {
+    /// What went wrong, for a person: fixed texts, or what about the input is invalid.
+    #[schema(value_type = String)]
     detail: std::borrow::Cow<'a, str>,
 }
 

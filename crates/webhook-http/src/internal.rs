@@ -14,13 +14,17 @@ use crate::routes::{resource, route};
 use actix_web::dev::Payload;
 use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::future::{Ready, ready};
 use std::sync::Arc;
-use sync_domain::admin::{CalendarAdmin, EventCursor, StopOutcome, stop_channel};
+use sync_domain::admin::{
+    CalendarAdmin, CalendarView, EventCursor, EventView, StopOutcome, stop_channel,
+};
 use sync_domain::calendar::CalendarApi;
 use sync_domain::ports::{Clock, StoreError};
 use sync_domain::{CalendarId, GoogleCalendarId, RefreshToken, UserId};
+use utoipa::PartialSchema as _;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
 /// Where the internal API is mounted.
 pub const PREFIX: &str = "/internal";
@@ -164,6 +168,14 @@ async fn unknown_path(_admin: Admin) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
+/// The body as a JSON value, so every object's keys go out sorted: the list
+/// and page bodies have always been written that way (the single calendar of
+/// `show` and `connect` in field order), and the wire keeps its bytes.
+fn keys_sorted(body: &impl Serialize) -> serde_json::Value {
+    // Plain data: serialising it cannot fail.
+    serde_json::to_value(body).unwrap_or_default()
+}
+
 fn store_error(context: &str, error: StoreError) -> ApiError {
     ApiError::store_unavailable(context, error)
 }
@@ -180,13 +192,31 @@ fn user_id(raw: String) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(|e| ApiError::Invalid(e.to_string()))
 }
 
-#[derive(Deserialize)]
-struct CredentialsBody {
+/// `PUT /internal/users/{user_id}/google-credentials`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Credentials)]
+pub(crate) struct CredentialsBody {
+    /// The user's OAuth refresh token (a secret; never logged). Not blank.
+    #[schema(min_length = 1, pattern = "\\S")]
     refresh_token: String,
 }
 
 /// `PUT /internal/users/{user_id}/google-credentials`: 204.
-async fn put_credentials(
+#[utoipa::path(
+    put,
+    path = CREDENTIALS,
+    tag = "internal",
+    operation_id = "putCredentials",
+    summary = "Store or replace a user's Google refresh token",
+    description = "Encrypted at rest. Clears a `needs_reauth` mark; the user's calendars are synced again. The body is read as JSON whatever its `Content-Type`.",
+    params(("user_id" = UserId, Path, description = "The Chronos user id.")),
+    request_body(content = CredentialsBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Stored."),
+        (status = 400, description = "Invalid JSON body, blank `refresh_token`, or invalid `user_id`.", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn put_credentials(
     admin: Admin,
     path: web::Path<String>,
     body: web::Bytes,
@@ -205,14 +235,35 @@ async fn put_credentials(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
-struct ConnectBody {
+/// `POST /internal/calendars`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = Connect)]
+pub(crate) struct ConnectBody {
+    /// The Chronos user who owns the calendar.
+    #[schema(value_type = UserId)]
     user_id: String,
+    /// Google's calendar id.
+    #[schema(value_type = GoogleCalendarId, example = "primary")]
     google_calendar_id: String,
 }
 
 /// `POST /internal/calendars`: 201 (new) or 200 (already connected).
-async fn connect(admin: Admin, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    post,
+    path = CALENDARS,
+    tag = "internal",
+    operation_id = "connectCalendar",
+    summary = "Connect a calendar",
+    description = "The initial full sync and the channel registration follow in the background. Connecting the same pair again returns the existing calendar (200). The body is read as JSON whatever its `Content-Type`.",
+    request_body(content = ConnectBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Connected.", body = CalendarView,
+            headers(("Location" = String, description = "`/internal/calendars/{id}`."))),
+        (status = 200, description = "Already connected: the existing calendar.", body = CalendarView),
+        (status = 400, description = "Invalid JSON body, `user_id` or `google_calendar_id`.", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn connect(admin: Admin, body: web::Bytes) -> Result<HttpResponse, ApiError> {
     let body: ConnectBody = parse_body(&body)?;
     let user = user_id(body.user_id)?;
     let google = GoogleCalendarId::parse(body.google_calendar_id)
@@ -236,12 +287,42 @@ async fn connect(admin: Admin, body: web::Bytes) -> Result<HttpResponse, ApiErro
 }
 
 #[derive(Deserialize)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     user_id: Option<String>,
 }
 
+impl utoipa::IntoParams for ListQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![crate::openapi::query(
+            "user_id",
+            "Only this user's calendars; absent: every calendar.",
+            UserId::schema(),
+        )]
+    }
+}
+
+/// `GET /internal/calendars`'s body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CalendarList)]
+pub(crate) struct CalendarList {
+    /// The calendars.
+    calendars: Vec<CalendarView>,
+}
+
 /// `GET /internal/calendars?user_id=`: one user's calendars (all without `user_id`).
-async fn list(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = CALENDARS,
+    tag = "internal",
+    operation_id = "listCalendars",
+    summary = "List connected calendars (all, or one user's)",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The calendars.", body = CalendarList),
+        (status = 400, description = "Invalid query, or an invalid `user_id` (an empty one included).", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn list(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let query = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::Invalid(format!("invalid query: {e}")))?
         .into_inner();
@@ -252,11 +333,23 @@ async fn list(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> 
         .calendars(user.as_ref())
         .await
         .map_err(|e| store_error("listing calendars", e))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "calendars": calendars })))
+    Ok(HttpResponse::Ok().json(keys_sorted(&CalendarList { calendars })))
 }
 
 /// `GET /internal/calendars/{id}`.
-async fn show(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get,
+    path = CALENDAR,
+    tag = "internal",
+    operation_id = "showCalendar",
+    summary = "One calendar",
+    params(("id" = CalendarId, Path, description = "The calendar's id; any text that is not a UUID names no calendar (404).")),
+    responses(
+        (status = 200, description = "The calendar.", body = CalendarView),
+        (status = 404, description = "No such calendar (`Calendar not found`), or no admin token is configured.", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn show(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = calendar_id(&path)?;
     let calendar = admin
         .0
@@ -269,13 +362,57 @@ async fn show(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, Api
 }
 
 #[derive(Deserialize)]
-struct EventsQuery {
+pub(crate) struct EventsQuery {
     limit: Option<String>,
     cursor: Option<String>,
 }
 
+impl utoipa::IntoParams for EventsQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            crate::openapi::query(
+                "limit",
+                "Events per page.",
+                crate::openapi::integer(1, MAX_EVENTS_LIMIT.into(), DEFAULT_EVENTS_LIMIT.into()),
+            ),
+            crate::openapi::query(
+                "cursor",
+                "`next_cursor` of the previous page; absent: the first page.",
+                EventCursor::schema(),
+            ),
+        ]
+    }
+}
+
+/// `GET /internal/calendars/{id}/events`'s body.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = EventPage)]
+pub(crate) struct EventPage {
+    /// The events, by Google event id.
+    events: Vec<EventView>,
+    /// Where the next page starts; null on the last page.
+    #[schema(value_type = Option<EventCursor>, required = true)]
+    next_cursor: Option<String>,
+}
+
 /// `GET /internal/calendars/{id}/events?limit=&cursor=`: keyset pages by event id.
-async fn events(
+#[utoipa::path(
+    get,
+    path = EVENTS,
+    tag = "internal",
+    operation_id = "listEvents",
+    summary = "Mirrored events that are not cancelled, by Google event id",
+    params(
+        ("id" = CalendarId, Path, description = "The calendar's id; any text that is not a UUID names no calendar (404)."),
+        EventsQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of events.", body = EventPage),
+        (status = 400, description = "Invalid `limit`, or a `cursor` this API did not issue.", body = crate::error::ErrorBody),
+        (status = 404, description = "No such calendar (`Calendar not found`), or no admin token is configured.", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn events(
     admin: Admin,
     path: web::Path<String>,
     req: HttpRequest,
@@ -316,11 +453,26 @@ async fn events(
         .last()
         .filter(|_| more)
         .map(|last| EventCursor::after(&last.id).encode());
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "events": page, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(keys_sorted(&EventPage {
+        events: page,
+        next_cursor,
+    })))
 }
 
 /// `POST /internal/calendars/{id}/sync`: 202.
-async fn sync(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    post,
+    path = SYNC,
+    tag = "internal",
+    operation_id = "requestSync",
+    summary = "Request a sync now",
+    params(("id" = CalendarId, Path, description = "The calendar's id; any text that is not a UUID names no calendar (404).")),
+    responses(
+        (status = 202, description = "Requested; a worker performs it.", body = crate::openapi::Empty),
+        (status = 404, description = "No such calendar (`Calendar not found`), or no admin token is configured.", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn sync(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = calendar_id(&path)?;
     let found = admin
         .0
@@ -337,7 +489,23 @@ async fn sync(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, Api
 /// `DELETE /internal/calendars/{id}`: 204 once the state and events are gone.
 /// Its channels are stopped at Google right away when possible; one that
 /// cannot be stopped now stays `retiring` for the channel worker.
-async fn disconnect(admin: Admin, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    delete,
+    path = CALENDAR,
+    tag = "internal",
+    operation_id = "disconnectCalendar",
+    summary = "Disconnect a calendar",
+    description = "Stops its channel at Google (or leaves it to the channel worker if that fails now), deletes its state and mirrored events.",
+    params(("id" = CalendarId, Path, description = "The calendar's id; any text that is not a UUID names no calendar (404).")),
+    responses(
+        (status = 204, description = "Disconnected."),
+        (status = 404, description = "No such calendar (`Calendar not found`), or no admin token is configured.", body = crate::error::ErrorBody),
+    ),
+)]
+pub(crate) async fn disconnect(
+    admin: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = calendar_id(&path)?;
     let state = &admin.0;
     let channels = state
@@ -356,7 +524,7 @@ async fn disconnect(admin: Admin, path: web::Path<String>) -> Result<HttpRespons
         )
         .await;
         let label = match &outcome {
-            Ok(StopOutcome::Stopped) => "stopped",
+            Ok(StopOutcome::Stopped) => sync_domain::channel::ChannelState::Stopped.as_str(),
             Ok(StopOutcome::RetryAt(_)) => "retry",
             Err(_) => "error",
         };

@@ -11,6 +11,7 @@
 //! - [`trace_context`]: OpenTelemetry names for request spans and a caller's `traceparent` (feature `otel`);
 //! - [`route_metrics`]: the middleware counting internal API requests by route and status;
 //! - [`routes`]: the table of every route ([`ROUTES`]), which `docs/openapi.json` documents;
+//! - [`openapi`]: the OpenAPI document, generated from the handlers and types (`docs/openapi.json`);
 //! - [`error`]: the one error type of the boundary and its JSON responses;
 //! - [`state`]: what the binary registers with `web::Data` before calling [`configure`].
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod health;
 pub mod internal;
 pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 pub mod route_metrics;
 pub mod routes;

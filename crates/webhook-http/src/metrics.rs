@@ -31,6 +31,17 @@ impl std::fmt::Debug for MetricsRenderer {
 }
 
 /// `GET /metrics`: 200 with the exposition; 404 if the app registered no renderer.
+#[utoipa::path(
+    get,
+    path = PATH,
+    tag = "probes",
+    operation_id = "metrics",
+    summary = "Prometheus metrics (text exposition format 0.0.4)",
+    description = "Every metric is described in docs/operations.md. No authentication: keep the path off the public address (the reverse proxy forwards only `/calendar/webhook`).",
+    responses(
+        (status = 200, description = "The exposition.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"),
+    ),
+)]
 pub async fn metrics(renderer: Option<web::Data<MetricsRenderer>>) -> HttpResponse {
     match renderer {
         Some(renderer) => HttpResponse::Ok()

@@ -17,20 +17,27 @@ use tracing::Instrument as _;
 pub const HEADER: &str = "x-request-id";
 
 /// Longest caller-supplied id that is kept.
-const MAX_LEN: usize = 64;
+pub const MAX_LEN: usize = 64;
+
+/// The ids that are kept, as an ECMA-262 pattern (with [`MAX_LEN`] beside it);
+/// every id the service makes (a UUID) matches it too.
+pub const PATTERN: &str = "^[A-Za-z0-9._-]+$";
+
+/// Whether a caller's id is kept: 1 to [`MAX_LEN`] characters of [`PATTERN`].
+pub fn is_kept(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
 
 /// The caller's id if it is safe to log, else a fresh one.
 fn request_id(req: &ServiceRequest) -> String {
     req.headers()
         .get(HEADER)
         .and_then(|value| value.to_str().ok())
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= MAX_LEN
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        })
+        .filter(|id| is_kept(id))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 

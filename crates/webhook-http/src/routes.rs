@@ -1,7 +1,8 @@
 //! The one table of every route the service mounts, and the only way to mount one.
 //!
-//! [`ROUTES`] lists each (method, path template). `docs/openapi.json` must
-//! document exactly these (a test in `chronos-server` compares the two), and a
+//! [`ROUTES`] lists each (method, path template). The generated OpenAPI
+//! document ([`crate::openapi`], `docs/openapi.json`) must document exactly
+//! these (tests here and in `chronos-server` compare the two), and a
 //! test against a running server checks that each entry is served. The other
 //! direction, that nothing is mounted without being listed here, holds by
 //! construction: [`resource`] and [`route`] are the only constructors the
@@ -13,7 +14,7 @@
 use actix_web::http::Method;
 use actix_web::{Resource, Route, web};
 
-/// Every (method, path template) the service serves; paths as in `docs/openapi.json`.
+/// Every (method, path template) the service serves; paths as in the OpenAPI document.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/calendar/webhook"),
     ("GET", "/healthz"),
@@ -35,7 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub(crate) fn resource(scope: &str, path: &'static str) -> Resource {
     debug_assert!(
         ROUTES.iter().any(|(_, p)| *p == path),
-        "{path} is not in webhook_http::ROUTES: add it there and to docs/openapi.json"
+        "{path} is not in webhook_http::ROUTES: add it there, and its handler to openapi::ApiDoc"
     );
     web::resource(path.strip_prefix(scope).unwrap_or(path))
 }
@@ -44,7 +45,7 @@ pub(crate) fn resource(scope: &str, path: &'static str) -> Resource {
 pub(crate) fn route(method: Method, path: &'static str) -> Route {
     debug_assert!(
         ROUTES.contains(&(method.as_str(), path)),
-        "{method} {path} is not in webhook_http::ROUTES: add it there and to docs/openapi.json"
+        "{method} {path} is not in webhook_http::ROUTES: add it there, and its handler to openapi::ApiDoc"
     );
     web::method(method)
 }

@@ -31,6 +31,37 @@ pub const DURATION_METRIC: &str = "chronos_webhook_duration_seconds";
 
 /// Handles one notification: every 2xx for a change means the request is committed.
 /// Counts it by outcome and times it.
+#[utoipa::path(
+    post,
+    path = PATH,
+    tag = "webhook",
+    operation_id = "receiveNotification",
+    summary = "A push notification from Google",
+    description = "Google sends an empty body. Checks in order: channel id present and not blank (400); the store reachable (503, Google retries); the channel known (else 200 `{}`, revealing nothing: also for an id that cannot be one of ours, such as one over 64 characters); the token equal to the stored one, compared in constant time (401); a `sync` handshake (200, no sync); a duplicate message number (200, no new request); otherwise a sync request for the calendar is committed to the database before the 200. Header names are case-insensitive; a header sent twice is never trusted (a repeated channel id is answered as unknown).",
+    params(
+        ("X-Goog-Channel-ID" = String, Header, min_length = 1, pattern = "[^\\t\\n\\f\\r ]", description = "The channel id (a UUID the service created). Missing, empty or only white space: 400."),
+        ("X-Goog-Channel-Token" = Option<String>, Header, nullable = false, description = "The channel's secret token. Missing, empty or wrong on a known channel: 401."),
+        ("X-Goog-Resource-State" = Option<String>, Header, nullable = false, example = "exists", description = "`sync` (handshake), `exists` or `not_exists` (ASCII case-insensitive); any other value, or none, is treated as a change."),
+        ("X-Goog-Resource-ID" = Option<String>, Header, nullable = false, description = "Google's opaque id of the watched resource."),
+        ("X-Goog-Resource-URI" = Option<String>, Header, nullable = false, description = "The watched resource's API URI (not read)."),
+        ("X-Goog-Message-Number" = Option<String>, Header, nullable = false, example = "2", description = "Increasing per channel; a number not greater than the last one seen is a duplicate. A value that is not a decimal from 0 to 2^63-1 is ignored (the notification counts as unnumbered), not refused."),
+        ("X-Goog-Channel-Expiration" = Option<String>, Header, nullable = false, description = "When the channel expires (RFC 1123 date), if set (not read)."),
+    ),
+    request_body(
+        content = Option<String>,
+        content_type = "application/octet-stream",
+        description = "Ignored (Google sends none). Over 64 KiB (65536 bytes), declared or streamed: 413; not complete within 5 s: 408.",
+    ),
+    responses(
+        (status = 200, description = "Handled: a change is durably recorded, or the notification needs nothing (handshake, duplicate, unknown channel, calendar gone).", body = crate::openapi::Empty),
+        (status = 400, description = "`Missing channel ID`, or an unreadable body (`Invalid request body`).", body = crate::error::ErrorBody),
+        (status = 401, description = "`Invalid token`.", body = crate::error::ErrorBody),
+        (status = 408, description = "`Request body timed out`: the body did not arrive within 5 s.", body = crate::error::ErrorBody),
+        (status = 413, description = "`Payload too large`: a body over 64 KiB.", body = crate::error::ErrorBody),
+        (status = 503, description = "`Service unavailable`: the database cannot be reached (Google retries).", body = crate::error::ErrorBody,
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    ),
+)]
 pub async fn receive(
     req: HttpRequest,
     body: web::Payload,

@@ -20,8 +20,8 @@ use std::time::Duration;
 use sync_domain::admin::{StopOutcome, stop_channel};
 use sync_domain::calendar::{CalendarApi, GoogleError, WatchRequest};
 use sync_domain::channel::{
-    Activation, ChannelStore, ChannelWork, FailedRegistration, FailedWatch, GrantedChannel,
-    NewChannel,
+    Activation, ChannelState, ChannelStore, ChannelWork, FailedRegistration, FailedWatch,
+    GrantedChannel, NewChannel, PushMode,
 };
 use sync_domain::ports::{Clock, Entropy};
 use sync_domain::renewal::{self, RenewalPlan};
@@ -308,7 +308,7 @@ impl ChannelWorker {
                     )
                     .await?;
                 tracing::info!(calendar_id = %work.calendar_id, "push not supported; calendar switched to polling");
-                count_registration(work, "polling");
+                count_registration(work, PushMode::Polling.as_str());
                 report.polling += 1;
             }
             Err(error) => {
@@ -375,7 +375,8 @@ impl ChannelWorker {
             match outcome {
                 StopOutcome::Stopped => {
                     tracing::info!(channel_id = %channel.channel_id, "channel stopped");
-                    metrics::counter!(crate::metrics::STOPS, "outcome" => "stopped").increment(1);
+                    metrics::counter!(crate::metrics::STOPS, "outcome" => ChannelState::Stopped.as_str())
+                        .increment(1);
                     report.stopped += 1;
                 }
                 StopOutcome::RetryAt(at) => {

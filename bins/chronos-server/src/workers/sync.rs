@@ -13,7 +13,6 @@ use crate::entropy::OsEntropy;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use sync_domain::UserId;
 use sync_domain::calendar::{CalendarApi, EventsQuery, GoogleError, SkipReason, SkippedItem};
 use sync_domain::ports::{Clock, Entropy, StoreError};
 use sync_domain::repeats::{FailureSite, count_identical_failures};
@@ -23,6 +22,7 @@ use sync_domain::sync::{
     Claim, ClaimRef, ClaimRequest, FailureAction, LeasePolicy, PAGE_SIZE, PageWrite, PollPolicy,
     SyncCompletion, SyncQueue, failure_action,
 };
+use sync_domain::{SyncState, UserId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -500,8 +500,9 @@ impl SyncWorker {
         let label = match &action {
             FailureAction::Retry { .. } => "retry",
             FailureAction::StopRetrying { .. } => "stopped_retrying",
-            FailureAction::Gone { .. } => "gone",
-            FailureAction::NeedsReauth { .. } => "needs_reauth",
+            // The state the calendar goes to.
+            FailureAction::Gone { .. } => SyncState::Gone.as_str(),
+            FailureAction::NeedsReauth { .. } => SyncState::NeedsReauth.as_str(),
         };
         if let FailureAction::StopRetrying { error, repeat } = &action {
             metrics::counter!(crate::metrics::RETRIES_STOPPED).increment(1);

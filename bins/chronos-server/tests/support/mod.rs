@@ -6,9 +6,54 @@
 use chronos_server::app::{Application, Overrides};
 use chronos_server::config::RawConfig;
 use google_client::fakes::FakeGoogleCalendar;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 use sync_store::Store;
 use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
+
+/// How long a test waits for something to happen before it fails.
+pub const EVENTUALLY: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it holds; fails the test, naming `what`, after [`EVENTUALLY`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Declares a server test that runs once per backend, as `NAME::sqlite` and
+/// `NAME::postgres`: `on_both_backends!(name, body)` with `async fn body(backend: Backend)`
+/// (a body that needs PostgreSQL skips itself when `spawn_app` returns `None`).
+/// Store-level tests use `sync_store::test_on_both_backends!`, which hands the body a `Store`.
+// Not every test binary that includes `support` declares such tests.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body(::sync_store::test_support::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$body(::sync_store::test_support::Backend::Postgres).await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
 
 /// The admin token every test server uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -58,10 +103,6 @@ pub async fn spawn_app_overriding(
     adjust: impl FnOnce(&mut RawConfig),
     replace: impl FnOnce(&mut Overrides),
 ) -> Option<TestApp> {
-    let db = TestDb::new(backend).await?;
-    let mut raw = test_config(&db);
-    adjust(&mut raw);
-    let config = raw.validate().expect("valid test configuration");
     let google = FakeGoogleCalendar::new();
     let mut overrides = Overrides {
         calendar: Some(Arc::new(google.clone())),
@@ -70,6 +111,37 @@ pub async fn spawn_app_overriding(
         stream_heartbeat: None,
     };
     replace(&mut overrides);
+    spawn_app_over(backend, adjust, google, overrides).await
+}
+
+/// Starts a server that calls the Google its configuration names (`adjust`
+/// points the `google_*` URLs at a stand-in such as wiremock) through the real
+/// client; `TestApp::google` is then a fake nobody calls.
+pub async fn spawn_app_with_configured_google(
+    backend: Backend,
+    adjust: impl FnOnce(&mut RawConfig),
+) -> Option<TestApp> {
+    spawn_app_over(
+        backend,
+        adjust,
+        FakeGoogleCalendar::new(),
+        Overrides::default(),
+    )
+    .await
+}
+
+/// Starts a server with `overrides` (a wrapped fake Google, a fake clock);
+/// `google` is the fake the test drives, kept in `TestApp::google`.
+pub async fn spawn_app_over(
+    backend: Backend,
+    adjust: impl FnOnce(&mut RawConfig),
+    google: FakeGoogleCalendar,
+    overrides: Overrides,
+) -> Option<TestApp> {
+    let db = TestDb::new(backend).await?;
+    let mut raw = test_config(&db);
+    adjust(&mut raw);
+    let config = raw.validate().expect("valid test configuration");
     let app = Application::build_with(config, overrides)
         .await
         .expect("building the app");

@@ -245,7 +245,7 @@ async fn full_sync_follows_page_tokens_until_the_sync_token() {
             .collect::<Vec<_>>(),
         ["e1", "e2"]
     );
-    assert_eq!(first.items[1].status, "tentative");
+    assert_eq!(first.items[1].status, sync_domain::EventStatus::Tentative);
     assert_eq!(first.items[0].summary.as_deref(), Some("Standup"));
     assert_eq!(first.items[0].etag.as_deref(), Some("\"etag-e1\""));
     assert_eq!(
@@ -256,7 +256,7 @@ async fn full_sync_follows_page_tokens_until_the_sync_token() {
     assert_eq!(first.next_page_token.as_deref(), Some("page-2"));
     assert_eq!(first.next_sync_token, None);
     let last = pages[1].as_ref().unwrap();
-    assert_eq!(last.items[0].status, "cancelled");
+    assert_eq!(last.items[0].status, sync_domain::EventStatus::Cancelled);
     assert_eq!(
         last.next_sync_token.as_deref(),
         Some("CPDAlvWDx70CEPDAlvWDx70CGAU=")
@@ -352,7 +352,10 @@ async fn incremental_sync_sends_the_sync_token_and_nothing_google_forbids_with_i
     .await;
 
     assert_eq!(pages.len(), 2);
-    assert_eq!(pages[0].as_ref().unwrap().items[0].status, "cancelled");
+    assert_eq!(
+        pages[0].as_ref().unwrap().items[0].status,
+        sync_domain::EventStatus::Cancelled
+    );
     assert_eq!(
         pages[1].as_ref().unwrap().next_sync_token.as_deref(),
         Some("sync-2")

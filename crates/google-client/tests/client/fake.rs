@@ -32,7 +32,11 @@ async fn pass(
 fn ids(pages: &[EventsPage]) -> Vec<(String, String)> {
     pages
         .iter()
-        .flat_map(|p| p.items.iter().map(|e| (e.id.clone(), e.status.clone())))
+        .flat_map(|p| {
+            p.items
+                .iter()
+                .map(|e| (e.id.clone(), e.status.as_str().to_owned()))
+        })
         .collect()
 }
 

@@ -15,10 +15,11 @@
 //! other retiring channel; `active` without a live calendar (disconnected or
 //! gone during a registration) is swept into `retiring`.
 //!
-//! States and push modes are the domain's enums ([`ChannelState`],
-//! [`PushMode`]); their text forms come from there, and the transitions'
-//! allowed source states ([`sync_domain::channel::allowed_from`]) become the
-//! `WHERE` clauses.
+//! States and push modes are the domain's enums
+//! ([`sync_domain::channel::ChannelState`], [`sync_domain::channel::PushMode`]),
+//! bound and loaded as themselves ([`crate::columns::Stored`]); the
+//! transitions' allowed source states ([`sync_domain::channel::allowed_from`])
+//! become the `WHERE` clauses.
 
 pub mod claim;
 pub mod registration;
@@ -30,51 +31,37 @@ use std::time::Duration;
 use sync_domain::ChannelId;
 use sync_domain::admin::ChannelToStop;
 use sync_domain::channel::{
-    Activation, ChannelState, ChannelStore, FailedRegistration, GrantedChannel, NewChannel,
-    PushMode,
+    Activation, ChannelStore, FailedRegistration, GrantedChannel, NewChannel,
 };
 use sync_domain::ports::StoreError;
 use time::OffsetDateTime;
 
 pub use sync_domain::channel::ChannelWork;
 
-/// Channel states in `watch_channels.state`, as column text.
-pub mod state {
+/// Channel states in `watch_channels.state`, as query values.
+pub(crate) mod state {
+    use crate::columns::Stored;
     use sync_domain::channel::ChannelState;
 
     /// Persisted, `events.watch` not (yet) answered.
-    pub const REGISTERING: &str = ChannelState::Registering.as_str();
+    pub const REGISTERING: Stored<ChannelState> = Stored(ChannelState::Registering);
     /// The calendar's current channel.
-    pub const ACTIVE: &str = ChannelState::Active.as_str();
+    pub const ACTIVE: Stored<ChannelState> = Stored(ChannelState::Active);
     /// Replaced or disconnected; to be stopped at Google after `stop_after`.
-    pub const RETIRING: &str = ChannelState::Retiring.as_str();
+    pub const RETIRING: Stored<ChannelState> = Stored(ChannelState::Retiring);
     /// Stopped at Google (or never created there): nothing left to do.
-    pub const STOPPED: &str = ChannelState::Stopped.as_str();
+    pub const STOPPED: Stored<ChannelState> = Stored(ChannelState::Stopped);
 }
 
-/// `calendar_sync_state.push_mode` values, as column text.
-pub mod push_mode {
+/// `calendar_sync_state.push_mode` values, as query values.
+pub(crate) mod push_mode {
+    use crate::columns::Stored;
     use sync_domain::channel::PushMode;
 
     /// Channels are registered and renewed.
-    pub const PUSH: &str = PushMode::Push.as_str();
+    pub const PUSH: Stored<PushMode> = Stored(PushMode::Push);
     /// Push is unavailable for this calendar: it is polled.
-    pub const POLLING: &str = PushMode::Polling.as_str();
-}
-
-/// The column texts of the states a transition may start from.
-pub(crate) fn texts(states: &[ChannelState]) -> Vec<&'static str> {
-    states.iter().map(|s| s.as_str()).collect()
-}
-
-/// Parses a stored `watch_channels.state`.
-pub fn parse_state(text: &str) -> Result<ChannelState, StoreError> {
-    ChannelState::parse(text).map_err(|e| corrupt("channel state", e))
-}
-
-/// Parses a stored `calendar_sync_state.push_mode`.
-pub fn parse_push_mode(text: &str) -> Result<PushMode, StoreError> {
-    PushMode::parse(text).map_err(|e| corrupt("push mode", e))
+    pub const POLLING: Stored<PushMode> = Stored(PushMode::Polling);
 }
 
 /// Marks the active channels among `$channels` (a `watch_channels` query)

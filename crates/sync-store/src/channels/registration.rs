@@ -3,8 +3,9 @@
 //! outcome is one transaction, so a crash leaves either the whole step or none.
 
 use super::claim::release;
-use super::{ChannelWork, retire_active_channels, state, texts};
+use super::{ChannelWork, retire_active_channels, state};
 use crate::calendars::Calendar;
+use crate::columns::stored;
 use crate::pool::{query_error, with_conn};
 use crate::schema::{calendar_sync_state as cs, watch_channels as wc};
 use crate::store::Store;
@@ -48,7 +49,7 @@ macro_rules! make_current {
         let token: String = diesel::update(
             wc::table
                 .find($channel)
-                .filter(wc::state.eq_any(texts(&allowed_from(activate)))),
+                .filter(wc::state.eq_any(stored(&allowed_from(activate)))),
         )
         .set((
             wc::state.eq(state::ACTIVE),
@@ -221,7 +222,7 @@ impl Store {
                     diesel::update(
                         wc::table
                             .find(channel)
-                            .filter(wc::state.eq_any(texts(&allowed_from(retire)))),
+                            .filter(wc::state.eq_any(stored(&allowed_from(retire)))),
                     )
                     .set((
                         wc::state.eq(state::RETIRING),
@@ -314,7 +315,7 @@ impl Store {
                 diesel::update(
                     wc::table
                         .find(channel_id.as_str())
-                        .filter(wc::state.eq_any(texts(&allowed_from(stop)))),
+                        .filter(wc::state.eq_any(stored(&allowed_from(stop)))),
                 )
                 .set((
                     wc::state.eq(state::STOPPED),

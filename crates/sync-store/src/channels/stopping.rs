@@ -94,7 +94,7 @@ impl Store {
         let calendar_gone = diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
             "NOT EXISTS (SELECT 1 FROM calendar_sync_state c \
              WHERE c.id = watch_channels.calendar_id AND c.sync_state <> '{}')",
-            crate::calendars::sync_state::GONE
+            sync_domain::SyncState::Gone
         ));
         retired += with_conn!(&self.pool, |conn| {
             retire_active_channels!(&mut *conn, wc::table.filter(calendar_gone), now, now)
@@ -238,7 +238,7 @@ impl Store {
         &self,
         channel_id: &ChannelId,
     ) -> Result<Option<sync_domain::channel::ChannelState>, StoreError> {
-        let text: Option<String> = with_conn!(&self.pool, |conn| {
+        let state: Option<crate::columns::Stored<_>> = with_conn!(&self.pool, |conn| {
             wc::table
                 .find(channel_id.as_str())
                 .select(wc::state)
@@ -247,7 +247,7 @@ impl Store {
                 .optional()
                 .map_err(query_error)?
         });
-        text.as_deref().map(super::parse_state).transpose()
+        Ok(state.map(crate::columns::Stored::get))
     }
 
     /// Deletes up to `limit` channels stopped before `stopped_before` (their

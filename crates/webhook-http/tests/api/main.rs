@@ -6,4 +6,5 @@
 
 mod health;
 mod helpers;
+mod openapi;
 mod webhook;
