@@ -45,8 +45,20 @@ async fn lease_left_secs(store: &Store) -> i64 {
         .unwrap()
 }
 
-async fn database_clock_store(db: &TestDb) -> Store {
-    db.store().await.with_lease_clock(LeaseClock::Database)
+/// A store on the database's clock, holding one user with one pending calendar.
+async fn database_clock_store(db: &TestDb, user: &str) -> Store {
+    let store = db.store().await.with_lease_clock(LeaseClock::Database);
+    let user = UserId::parse(user).unwrap();
+    store
+        .put_refresh_token(&user, &RefreshToken::new("r"))
+        .await
+        .unwrap();
+    let calendar = format!("{}@example.com", user.as_str());
+    store
+        .connect_calendar(&user, &GoogleCalendarId::parse(calendar).unwrap())
+        .await
+        .unwrap();
+    store
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,19 +66,7 @@ async fn a_lease_taken_by_an_instance_whose_clock_is_behind_is_not_taken_over_ea
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let store = database_clock_store(&db).await;
-    let user = UserId::parse("skewed-user").unwrap();
-    store
-        .put_refresh_token(&user, &RefreshToken::new("r"))
-        .await
-        .unwrap();
-    store
-        .connect_calendar(
-            &user,
-            &GoogleCalendarId::parse("skewed@example.com").unwrap(),
-        )
-        .await
-        .unwrap();
+    let store = database_clock_store(&db, "skewed-user").await;
 
     // Instance A's clock is ten minutes behind: on its own clock its lease
     // would have ended nine minutes ago already.
@@ -107,19 +107,7 @@ async fn an_instance_whose_clock_is_ahead_does_not_take_over_a_live_lease_on_pos
     let Some(db) = TestDb::postgres().await else {
         return;
     };
-    let store = database_clock_store(&db).await;
-    let user = UserId::parse("ahead-user").unwrap();
-    store
-        .put_refresh_token(&user, &RefreshToken::new("r"))
-        .await
-        .unwrap();
-    store
-        .connect_calendar(
-            &user,
-            &GoogleCalendarId::parse("ahead@example.com").unwrap(),
-        )
-        .await
-        .unwrap();
+    let store = database_clock_store(&db, "ahead-user").await;
     assert_eq!(
         claim_as(&store, "instance-a", OffsetDateTime::now_utc())
             .await
