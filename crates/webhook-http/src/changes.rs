@@ -12,7 +12,7 @@
 //! older than the retention answers 410 with what to do.
 
 use crate::error::ApiError;
-use crate::internal::Admin;
+use crate::internal::{Admin, page_limit, parse_query};
 use crate::routes::{resource, route};
 use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -123,26 +123,15 @@ impl utoipa::IntoParams for FeedQuery {
 }
 
 /// The query's filters and cursor; `wait` as given (validated).
-fn parse_query(req: &HttpRequest) -> Result<(ChangeQuery, Duration), ApiError> {
-    let raw = web::Query::<FeedQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::Invalid(format!("invalid query: {e}")))?
-        .into_inner();
+fn feed_query(req: &HttpRequest) -> Result<(ChangeQuery, Duration), ApiError> {
+    let raw: FeedQuery = parse_query(req)?;
     let after = raw
         .after
         .as_deref()
         .map(ChangeCursor::parse)
         .transpose()
         .map_err(|e| ApiError::Invalid(format!("after: {e}")))?;
-    let limit = match raw.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::Invalid(format!("limit must be an integer from 1 to {MAX_LIMIT}"))
-            })?,
-    };
+    let limit = page_limit(raw.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let wait = match raw.wait.as_deref() {
         None => Duration::ZERO,
         Some(text) => text
@@ -212,7 +201,7 @@ fn state(admin: &Admin, req: &HttpRequest) -> Result<web::Data<ChangesState>, Ap
 )]
 pub(crate) async fn changes(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&admin, &req)?;
-    let (query, wait) = parse_query(&req)?;
+    let (query, wait) = feed_query(&req)?;
     let page = state.feed.changes(&query, wait).await.map_err(feed_error)?;
     Ok(HttpResponse::Ok().json(page))
 }
@@ -255,7 +244,7 @@ struct StreamState {
 )]
 pub(crate) async fn stream(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let state = state(&admin, &req)?;
-    let (mut query, _) = parse_query(&req)?;
+    let (mut query, _) = feed_query(&req)?;
     if let Some(last) = req.headers().get("last-event-id") {
         let last = last
             .to_str()

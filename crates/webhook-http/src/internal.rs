@@ -184,6 +184,27 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("invalid JSON body: {e}")))
 }
 
+/// The query string as `T`: 400 saying what is wrong when it does not fit.
+pub(crate) fn parse_query<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::Invalid(format!("invalid query: {e}")))
+}
+
+/// A page size as given in `limit` (`default` when absent): 400 unless an
+/// integer from 1 to `max`.
+pub(crate) fn page_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let Some(text) = raw else {
+        return Ok(default);
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::Invalid(format!("limit must be an integer from 1 to {max}")))
+}
+
 fn calendar_id(raw: &str) -> Result<CalendarId, ApiError> {
     CalendarId::parse(raw).map_err(|_| ApiError::CalendarNotFound)
 }
@@ -323,9 +344,7 @@ pub(crate) struct CalendarList {
     ),
 )]
 pub(crate) async fn list(admin: Admin, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let query = web::Query::<ListQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::Invalid(format!("invalid query: {e}")))?
-        .into_inner();
+    let query: ListQuery = parse_query(&req)?;
     let user = query.user_id.map(user_id).transpose()?;
     let calendars = admin
         .0
@@ -418,21 +437,12 @@ pub(crate) async fn events(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let id = calendar_id(&path)?;
-    let query = web::Query::<EventsQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::Invalid(format!("invalid query: {e}")))?
-        .into_inner();
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_EVENTS_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_EVENTS_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::Invalid(format!(
-                    "limit must be an integer from 1 to {MAX_EVENTS_LIMIT}"
-                ))
-            })?,
-    };
+    let query: EventsQuery = parse_query(&req)?;
+    let limit = page_limit(
+        query.limit.as_deref(),
+        DEFAULT_EVENTS_LIMIT,
+        MAX_EVENTS_LIMIT,
+    )?;
     let cursor = query
         .cursor
         .as_deref()
