@@ -187,44 +187,36 @@ async fn a_timeout_is_transient() {
     assert_eq!(api_hits(&google).await, 2);
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_transient() {
+/// The error of a list call to the API at `api_base_url(port)`, where nothing
+/// listens on `port`.
+async fn list_refused(api_base_url: impl FnOnce(u16) -> String) -> GoogleError {
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let google = Google::start_with(|c| {
-        c.api_base_url =
-            Url::parse(&format!("http://127.0.0.1:{closed_port}/calendar/v3")).unwrap();
+        c.api_base_url = Url::parse(&api_base_url(closed_port)).unwrap();
     })
     .await
     .with_cached_token("ya29.token")
     .await;
+    list(&google).await.unwrap_err()
+}
 
-    let error = list(&google).await.unwrap_err();
+#[tokio::test]
+async fn a_refused_connection_is_transient() {
+    let error = list_refused(|port| format!("http://127.0.0.1:{port}/calendar/v3")).await;
 
     assert!(matches!(error, GoogleError::Transient(_)), "{error:?}");
 }
 
 #[tokio::test]
 async fn a_refused_connection_names_its_cause_but_not_the_urls_password() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let google = Google::start_with(|c| {
-        c.api_base_url = Url::parse(&format!(
-            "http://g:apipw1@127.0.0.1:{closed_port}/calendar/v3?password=querypw2"
-        ))
-        .unwrap();
+    let error = list_refused(|port| {
+        format!("http://g:apipw1@127.0.0.1:{port}/calendar/v3?password=querypw2")
     })
-    .await
-    .with_cached_token("ya29.token")
     .await;
-
-    let error = list(&google).await.unwrap_err();
 
     let shown = format!("{error} {error:?}");
     assert!(
