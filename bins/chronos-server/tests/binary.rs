@@ -4,45 +4,16 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::binary::{
+    KillOnDrop, chronos, free_port, output_within, spawn_logging_to, terminate, wait_until_ok,
+};
 use sync_store::test_support::seed_calendar;
 use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
 
 const CHANNEL: &str = "0d6c1a52-8a7e-4d8e-b3c1-6b0f4f0e9c21";
 const TOKEN: &str = "k9VbQm2Xc4Lp7Rt1Yw8Zs3Nd6Fh0Gj5Ja2Sx9Ce4Uv7";
-
-/// The binary with a clean environment and an empty working directory.
-fn chronos(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chronos-server"));
-    command.current_dir(dir).env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        command.env("PATH", path);
-    }
-    command
-}
-
-/// Runs `command` to its end, or kills it after `secs` (a server that should
-/// have refused to start): the output so far, and whether it exited by itself.
-fn output_within(command: &mut Command, secs: u64) -> (std::process::Output, bool) {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    let mut exited = true;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            exited = false;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child.wait_with_output().unwrap(), exited)
-}
 
 #[test]
 fn bad_configuration_stops_startup_with_one_line_naming_the_key() {
@@ -276,17 +247,16 @@ async fn users_set_credentials_reads_the_token_from_stdin_on_postgres() {
     set_credentials_reads_the_token_from_stdin(Backend::Postgres).await;
 }
 
+/// Creates the SQLite database the CLI finds in `dir`.
+fn migrate_in(dir: &std::path::Path) {
+    let output = chronos(dir).arg("migrate").output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
 #[test]
 fn users_set_credentials_refuses_an_empty_stdin() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        chronos(dir.path())
-            .arg("migrate")
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    migrate_in(dir.path());
     let output = chronos(dir.path())
         .args(["users", "set-credentials", "alice"])
         .stdin(Stdio::null())
@@ -343,16 +313,21 @@ async fn calendars_disconnect_without_google_settings_leaves_the_stop_to_the_ser
     disconnect_without_google_settings_leaves_the_stop(Backend::Postgres).await;
 }
 
-/// A server on a fresh SQLite database in `dir`, its output in `dir/server.log`.
+/// A server on a fresh SQLite database in `dir`, its output in `dir/server-PORT.log`.
 fn serve_in(dir: &std::path::Path, port: u16) -> KillOnDrop {
-    let log = std::fs::File::create(dir.join(format!("server-{port}.log"))).unwrap();
-    let child = chronos(dir)
-        .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    KillOnDrop(child)
+    spawn_logging_to(
+        chronos(dir).env("CHRONOS_BIND", format!("127.0.0.1:{port}")),
+        &dir.join(format!("server-{port}.log")),
+    )
+}
+
+/// Waits until the server on `port` answers `/healthz`.
+async fn wait_until_healthy(port: u16) {
+    wait_until_ok(
+        &reqwest::Client::new(),
+        &format!("http://127.0.0.1:{port}/healthz"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +335,7 @@ async fn a_second_serve_on_the_same_sqlite_database_stops_naming_it_and_its_hold
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let first = serve_in(dir.path(), port);
-    wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    wait_until_healthy(port).await;
     let (output, exited) = output_within(
         chronos(dir.path()).env("CHRONOS_BIND", format!("127.0.0.1:{}", free_port())),
         10,
@@ -384,7 +359,7 @@ async fn cli_commands_work_beside_the_running_server() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _server = serve_in(dir.path(), port);
-    wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    wait_until_healthy(port).await;
     let output = chronos(dir.path())
         .args([
             "calendars",
@@ -414,7 +389,7 @@ async fn unconfigured_server_log() -> String {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = serve_in(dir.path(), port);
-    wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    wait_until_healthy(port).await;
     // The channel worker's line follows its start.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(server);
@@ -457,35 +432,6 @@ fn migrate_creates_the_sqlite_database() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("applied 0 migration(s)"));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_until_healthy(http: &reqwest::Client, base: &str) {
-    for _ in 0..200 {
-        if let Ok(response) = http.get(format!("{base}/healthz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not become healthy");
-}
-
 async fn request_survives_kill_9(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -510,7 +456,7 @@ async fn request_survives_kill_9(backend: Backend) {
     let mut child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    wait_until_healthy(&http, &base).await;
+    wait_until_ok(&http, &format!("{base}/healthz")).await;
 
     let response = http
         .post(format!("{base}/calendar/webhook"))
@@ -562,27 +508,12 @@ async fn sigterm_drains_and_exits_cleanly() {
     let mut child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    wait_until_healthy(&http, &base).await;
+    wait_until_ok(&http, &format!("{base}/healthz")).await;
     let answered = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(answered.status().as_u16(), 200);
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(exit) = child.0.try_wait().unwrap() {
-            assert!(exit.success(), "exit status {exit}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running 20 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let exit = terminate(&mut child).await;
+    assert!(exit.success(), "exit status {exit}");
 }
 
 const OTHER_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
@@ -613,24 +544,18 @@ async fn a_key_that_cannot_decrypt_the_stored_credentials_stops_serve_and_the_cl
     let dir = tempfile::tempdir().unwrap();
     let url = database_with_credentials(dir.path()).await;
     for args in [&["serve"][..], &["calendars", "list"][..]] {
-        let mut child = chronos(dir.path())
-            .env("CHRONOS_DATABASE_URL", &url)
-            .env("CHRONOS_ENCRYPTION_KEY", OTHER_KEY)
-            .env("CHRONOS_BIND", format!("127.0.0.1:{}", free_port()))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("{args:?} kept running with a key that cannot decrypt the credentials");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let output = child.wait_with_output().unwrap();
+        let (output, exited) = output_within(
+            chronos(dir.path())
+                .env("CHRONOS_DATABASE_URL", &url)
+                .env("CHRONOS_ENCRYPTION_KEY", OTHER_KEY)
+                .env("CHRONOS_BIND", format!("127.0.0.1:{}", free_port()))
+                .args(args),
+            15,
+        );
+        assert!(
+            exited,
+            "{args:?} kept running with a key that cannot decrypt the credentials"
+        );
         assert!(!output.status.success(), "{args:?} succeeded");
         let stderr = String::from_utf8(output.stderr).unwrap();
         let last = stderr.trim().lines().last().unwrap_or_default();
@@ -843,14 +768,7 @@ async fn changes_tail_without_from_start_begins_at_now_on_postgres() {
 #[test]
 fn changes_tail_names_a_calendar_that_is_not_a_uuid() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(
-        chronos(dir.path())
-            .arg("migrate")
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    migrate_in(dir.path());
     let (output, exited) = output_within(
         chronos(dir.path()).args(["changes", "tail", "--calendar", "primary"]),
         20,
@@ -909,18 +827,15 @@ async fn a_connection_error_to_a_url_with_a_password_leaves_the_password_out_of_
 
     let port = free_port();
     let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
     let mut serve = chronos(dir.path());
     with_env(&mut serve);
-    let child = serve
-        .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "debug")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let server = KillOnDrop(child);
-    wait_until_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{port}")).await;
+    let server = spawn_logging_to(
+        serve
+            .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "debug"),
+        &log_path,
+    );
+    wait_until_healthy(port).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let text = loop {
         let text = std::fs::read_to_string(&log_path).unwrap();

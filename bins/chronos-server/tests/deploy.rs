@@ -2,51 +2,14 @@
 //! kept out of what it prints, `/metrics` on its own address.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
+use support::binary::{KillOnDrop, chronos, free_port, wait_until_ok};
 use sync_store::test_support::{TEST_DATABASE_URL, TEST_ENCRYPTION_KEY, TestDb};
-
-/// The binary with a clean environment and an empty working directory.
-fn chronos(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chronos-server"));
-    command.current_dir(dir).env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        command.env("PATH", path);
-    }
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for(http: &reqwest::Client, url: &str) {
-    for _ in 0..400 {
-        if let Ok(response) = http.get(url).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} never answered 200");
-}
 
 #[derive(QueryableByName)]
 struct Connections {
@@ -94,7 +57,7 @@ async fn the_binary_serves_with_sslmode_require_over_encrypted_connections_only(
     let mut child = KillOnDrop(child);
     let http = reqwest::Client::new();
     // Ready means the database answered through the pool.
-    wait_for(&http, &format!("http://127.0.0.1:{port}/readyz")).await;
+    wait_until_ok(&http, &format!("http://127.0.0.1:{port}/readyz")).await;
     let seen = connections_to(&database).await;
     assert!(seen.total >= 1, "the server holds a connection");
     assert_eq!(seen.encrypted, seen.total, "every connection is encrypted");

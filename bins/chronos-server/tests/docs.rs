@@ -10,9 +10,12 @@
 //! and `$F`), so the documented outputs cannot drift.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use support::binary::{KillOnDrop, chronos, free_port, spawn_logging_to};
 
 /// One command of a transcript and what it prints.
 #[derive(Debug)]
@@ -97,8 +100,9 @@ fn lines_match(expected: &[String], actual: &[String]) -> bool {
     }
 }
 
+/// A `bash` reading commands from the test; killed when dropped.
 struct Shell {
-    child: Child,
+    _child: KillOnDrop,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
@@ -122,7 +126,7 @@ impl Shell {
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let mut shell = Self {
-            child,
+            _child: KillOnDrop(child),
             stdin,
             stdout,
         };
@@ -151,30 +155,6 @@ impl Shell {
         }
         lines
     }
-}
-
-impl Drop for Shell {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn repo_file(path: &str) -> PathBuf {
@@ -229,17 +209,11 @@ async fn check_document(path: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let env = server_env(&fake_addr, port);
-    let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_chronos-server"));
-    server
-        .current_dir(dir.path())
-        .env_clear()
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    for (k, v) in &env {
-        server.env(k, v);
-    }
-    let _server = KillOnDrop(server.spawn().unwrap());
+    // `env` sets its own `PATH`, with the binaries' directory first.
+    let _server = spawn_logging_to(
+        chronos(dir.path()).envs(env.iter().map(|(k, v)| (k, v))),
+        &dir.path().join("server.log"),
+    );
 
     let mut shell_env = env.clone();
     shell_env.extend(

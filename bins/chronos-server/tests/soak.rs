@@ -5,12 +5,15 @@
 //! PostgreSQL restart are `#[ignore]` and run by `just soak`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use fake_google::{FakeGoogle, RunningFakeGoogle};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::binary::{chronos, free_port};
 use sync_domain::sync::{ClaimRef, SyncQueue as _};
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
 use sync_store::Store;
@@ -46,14 +49,6 @@ impl Dice {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real binary, restartable on the same port and database.
 struct Server {
     db_url: String,
@@ -87,12 +82,7 @@ impl Server {
     async fn start(&mut self, http: &reqwest::Client) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_chronos-server"));
-        command.current_dir(self.dir.path()).env_clear();
-        if let Ok(path) = std::env::var("PATH") {
-            command.env("PATH", path);
-        }
-        let child = command
+        let child = chronos(self.dir.path())
             .env("CHRONOS_DATABASE_URL", &self.db_url)
             .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
             .env("CHRONOS_BIND", format!("127.0.0.1:{}", self.port))

@@ -1,7 +1,12 @@
 //! Shared helpers for the server's end-to-end tests: a real server on port 0
 //! against a fresh database (SQLite, or PostgreSQL when configured) with a fake
 //! Google behind the `CalendarApi` port.
+//!
+//! Not every test binary uses every helper, hence `dead_code` allowed:
+//! [`binary`] runs the built binary as a subprocess.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod binary;
 
 use chronos_server::app::{Application, Overrides};
 use chronos_server::config::RawConfig;
