@@ -14,6 +14,7 @@ use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::google_stub::{API, google_with_one_event, wait_for_list_calls};
 use support::spawn_app_with_configured_google;
 use sync_store::test_support::Backend;
 use wiremock::matchers::{method, path};
@@ -25,7 +26,6 @@ const ACCESS_TOKEN: &str = "ya29.access-secret-5c8f2a6e1d";
 const CLIENT_SECRET: &str = "GOCSPX-client-secret-3e9b7a1f";
 const ENCRYPTION_KEY: &str = "Y2hyb25vcy1zZWNyZXQtc2Nhbi1rZXktMzItYnl0ZXM=";
 const WRONG_TOKEN: &str = "wrong-token-presented-9d2a";
-const API: &str = "/calendar/v3";
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -40,30 +40,9 @@ impl Write for Captured {
     }
 }
 
+/// [`google_with_one_event`] that also answers `events.watch` and `channels.stop`.
 async fn fake_google() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": ACCESS_TOKEN, "expires_in": 3599, "token_type": "Bearer",
-            "scope": "https://www.googleapis.com/auth/calendar.readonly"
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/calendars/primary/events")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "kind": "calendar#events",
-            "items": [{
-                "id": "evt1", "status": "confirmed", "summary": "Standup", "etag": "\"1\"",
-                "updated": "2026-12-01T10:00:00.000Z",
-                "start": {"dateTime": "2026-12-02T09:00:00Z"},
-                "end": {"dateTime": "2026-12-02T09:15:00Z"}
-            }],
-            "nextSyncToken": "sync-token-1"
-        })))
-        .mount(&server)
-        .await;
+    let server = google_with_one_event(ACCESS_TOKEN).await;
     Mock::given(method("POST"))
         .and(path(format!("{API}/calendars/primary/events/watch")))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -97,25 +76,6 @@ async fn watch_body(google: &MockServer) -> serde_json::Value {
             "no events.watch call"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_for_list_calls(google: &MockServer, at_least: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let requests = google.received_requests().await.unwrap_or_default();
-        let lists = requests
-            .iter()
-            .filter(|r| r.method.as_str() == "GET" && r.url.path().ends_with("/events"))
-            .count();
-        if lists >= at_least {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {lists} events.list calls"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -7,108 +7,61 @@
 #![cfg(feature = "otel")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::binary::{KillOnDrop, chronos, free_port, spawn_logging_to, terminate, wait_until_ok};
+use support::google_stub::{API, google_with_one_event, wait_for_list_calls};
 use sync_store::test_support::TEST_ENCRYPTION_KEY;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const ADMIN_TOKEN: &str = "otel-test-admin-token-0123456789";
-const API: &str = "/calendar/v3";
 /// The caller's trace and span, as a `traceparent` carries them.
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 /// A trace id offered on the public webhook, which must not be taken.
 const FOREIGN_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 
-/// The binary with a clean environment in `dir`.
-fn chronos(dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chronos-server"));
-    command.current_dir(dir).env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        command.env("PATH", path);
+/// The built binary serving in a directory of its own, with JSON logs (debug
+/// for the HTTP layer) in `server.log` there and its service named
+/// `chronos-otel-test`.
+struct OtelServer {
+    dir: tempfile::TempDir,
+    base: String,
+    process: KillOnDrop,
+}
+
+impl OtelServer {
+    /// Starts it once `configure` added to its environment; returns when it
+    /// answers `/healthz`.
+    async fn start(http: &reqwest::Client, configure: impl FnOnce(&mut Command)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = chronos(dir.path());
+        command
+            .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
+            .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
+            .env("CHRONOS_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,webhook_http=debug")
+            .env("OTEL_SERVICE_NAME", "chronos-otel-test");
+        configure(&mut command);
+        let process = spawn_logging_to(&mut command, &dir.path().join("server.log"));
+        let base = format!("http://127.0.0.1:{port}");
+        wait_until_ok(http, &format!("{base}/healthz")).await;
+        Self { dir, base, process }
     }
-    command
-}
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    /// Everything it logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_until_healthy(http: &reqwest::Client, base: &str) {
-    for _ in 0..400 {
-        if let Ok(response) = http.get(format!("{base}/healthz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not become healthy");
-}
-
-/// SIGTERM, then the exit status within 20 s (the drain flushes the spans).
-async fn stop(child: &mut KillOnDrop) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(exit) = child.0.try_wait().unwrap() {
-            return exit;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running 20 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn fake_google() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "access_token": "ya29.otel-test", "expires_in": 3599, "token_type": "Bearer"
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/calendars/primary/events")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "kind": "calendar#events",
-            "items": [{
-                "id": "evt1", "status": "confirmed", "summary": "Standup", "etag": "\"1\"",
-                "updated": "2026-12-01T10:00:00.000Z",
-                "start": {"dateTime": "2026-12-02T09:00:00Z"},
-                "end": {"dateTime": "2026-12-02T09:15:00Z"}
-            }],
-            "nextSyncToken": "sync-token-1"
-        })))
-        .mount(&server)
-        .await;
-    server
 }
 
 /// Every span the collector received, with the service name of its resource.
@@ -160,70 +113,39 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn wait_for_list_call(google: &MockServer) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let requests = google.received_requests().await.unwrap_or_default();
-        if requests
-            .iter()
-            .any(|r| r.method.as_str() == "GET" && r.url.path().ends_with("/events"))
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no events.list call"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_internal_and_sync_spans_reach_the_collector_with_the_callers_trace_kept() {
-    let google = fake_google().await;
+    let google = google_with_one_event("ya29.otel-test").await;
     let collector = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/traces"))
         .respond_with(ResponseTemplate::new(200))
         .mount(&collector)
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = chronos(dir.path())
-        .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
-        .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
-        .env("CHRONOS_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env(
-            "CHRONOS_GOOGLE_CLIENT_ID",
-            "client-id.apps.googleusercontent.com",
-        )
-        .env("CHRONOS_GOOGLE_CLIENT_SECRET", "otel-test-client-secret")
-        .env(
-            "CHRONOS_GOOGLE_API_BASE_URL",
-            format!("{}{API}", google.uri()),
-        )
-        .env(
-            "CHRONOS_GOOGLE_TOKEN_URL",
-            format!("{}/token", google.uri()),
-        )
-        .env("CHRONOS_SYNC_DEBOUNCE_MS", "20")
-        .env("CHRONOS_SYNC_MAX_DELAY_MS", "200")
-        .env("CHRONOS_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,webhook_http=debug")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.uri())
-        .env("OTEL_SERVICE_NAME", "chronos-otel-test")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    wait_until_healthy(&http, &base).await;
+    let mut server = OtelServer::start(&http, |command| {
+        command
+            .env("CHRONOS_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env(
+                "CHRONOS_GOOGLE_CLIENT_ID",
+                "client-id.apps.googleusercontent.com",
+            )
+            .env("CHRONOS_GOOGLE_CLIENT_SECRET", "otel-test-client-secret")
+            .env(
+                "CHRONOS_GOOGLE_API_BASE_URL",
+                format!("{}{API}", google.uri()),
+            )
+            .env(
+                "CHRONOS_GOOGLE_TOKEN_URL",
+                format!("{}/token", google.uri()),
+            )
+            .env("CHRONOS_SYNC_DEBOUNCE_MS", "20")
+            .env("CHRONOS_SYNC_MAX_DELAY_MS", "200")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.uri())
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    })
+    .await;
+    let base = &server.base;
 
     let stored = http
         .put(format!(
@@ -260,11 +182,11 @@ async fn webhook_internal_and_sync_spans_reach_the_collector_with_the_callers_tr
         .await
         .unwrap();
     assert_eq!(webhook.status(), 200);
-    wait_for_list_call(&google).await;
+    wait_for_list_calls(&google, 1).await;
     // The sync settles after the list call returns.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let exit = stop(&mut child).await;
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    let exit = terminate(&mut server.process).await;
+    let text = server.log();
     assert!(exit.success(), "exit {exit}: {text}");
 
     let spans = exported(&collector).await;
@@ -361,25 +283,9 @@ async fn webhook_internal_and_sync_spans_reach_the_collector_with_the_callers_tr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_endpoint_nothing_is_exported_and_logs_carry_no_trace_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = chronos(dir.path())
-        .env("CHRONOS_BIND", format!("127.0.0.1:{port}"))
-        .env("CHRONOS_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
-        .env("CHRONOS_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,webhook_http=debug")
-        .env("OTEL_SERVICE_NAME", "chronos-otel-test")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    wait_until_healthy(&http, &base).await;
+    let mut server = OtelServer::start(&http, |_| {}).await;
+    let base = &server.base;
     let webhook = http
         .post(format!("{base}/calendar/webhook"))
         .header("X-Goog-Channel-ID", "8b0c9d1e-unknown-channel")
@@ -387,8 +293,8 @@ async fn without_an_endpoint_nothing_is_exported_and_logs_carry_no_trace_ids() {
         .await
         .unwrap();
     assert_eq!(webhook.status(), 200);
-    assert!(stop(&mut child).await.success());
-    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(terminate(&mut server.process).await.success());
+    let text = server.log();
     assert!(text.contains("request served"), "{text}");
     assert!(!text.contains("trace_id"), "{text}");
     assert!(!text.contains("otel.name"), "{text}");

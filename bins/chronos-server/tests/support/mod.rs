@@ -3,10 +3,12 @@
 //! Google behind the `CalendarApi` port.
 //!
 //! Not every test binary uses every helper, hence `dead_code` allowed:
-//! [`binary`] runs the built binary as a subprocess.
+//! [`binary`] runs the built binary as a subprocess, [`google_stub`] is a
+//! wiremock Google for the real client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binary;
+pub mod google_stub;
 
 use chronos_server::app::{Application, Overrides};
 use chronos_server::config::RawConfig;
