@@ -73,8 +73,8 @@ pub struct SyncArgs {
     #[arg(long, default_value = "warn")]
     pub server_log: String,
     /// Also run the largest size with the change log's writes discarded (a
-    /// rule on PostgreSQL, a trigger on SQLite, added to the benchmark's own
-    /// database after its migrations), and print what the log costs.
+    /// trigger that drops each row, added to the benchmark's own database
+    /// after its migrations), and print what the log costs.
     #[arg(long)]
     pub compare_change_log: bool,
     /// Where PostgreSQL databases are created.
@@ -169,22 +169,31 @@ async fn run_one(
 }
 
 /// Makes every insert into `change_log` do nothing, in this database only:
-/// the sync then runs exactly as with the log, minus the log's writes.
+/// the sync then runs exactly as with the log, minus the log's writes. A row
+/// trigger that drops each row on both backends (a rule cannot serve: on
+/// PostgreSQL the page's upsert and its entries are one statement, which a
+/// `DO INSTEAD NOTHING` rule would drop whole). The trigger's own cost stays in
+/// the "off" figure, so the ratio printed slightly flatters the log.
 async fn discard_change_log(db: &BenchDb) -> anyhow::Result<()> {
     let store = db.store().await?; // migrated
-    let sql = match db.backend {
-        database::Backend::Postgres => {
-            "CREATE RULE bench_discard_change_log AS ON INSERT TO change_log DO INSTEAD NOTHING"
-        }
-        database::Backend::Sqlite => {
+    let statements: &[&str] = match db.backend {
+        database::Backend::Postgres => &[
+            "CREATE FUNCTION bench_discard_change_log() RETURNS trigger LANGUAGE plpgsql \
+             AS $$ BEGIN RETURN NULL; END $$",
             "CREATE TRIGGER bench_discard_change_log BEFORE INSERT ON change_log \
-             BEGIN SELECT RAISE(IGNORE); END"
-        }
+             FOR EACH ROW EXECUTE FUNCTION bench_discard_change_log()",
+        ],
+        database::Backend::Sqlite => &[
+            "CREATE TRIGGER bench_discard_change_log BEFORE INSERT ON change_log \
+             BEGIN SELECT RAISE(IGNORE); END",
+        ],
     };
-    store
-        .execute_for_benchmark(sql)
-        .await
-        .context("turning the change log off")?;
+    for sql in statements {
+        store
+            .execute_for_benchmark(sql)
+            .await
+            .context("turning the change log off")?;
+    }
     Ok(())
 }
 
@@ -379,7 +388,7 @@ fn print_summary(reports: &[SyncReport]) {
         {
             let ratio = rate / off.events_per_sec().max(1e-9);
             println!(
-                "{backend:?}: with the change log {:.0}% of the events/s without it ({:.0} vs {:.0}, {} events; target >= {:.0}%): {}",
+                "{backend:?}: with the change log {:.0}% of the events/s with its rows dropped by a trigger ({:.0} vs {:.0}, {} events; target >= {:.0}%): {} (the trigger and, on PostgreSQL, the entries' RETURNING, join and sort still run when off, so this flatters the log)",
                 100.0 * ratio,
                 rate,
                 off.events_per_sec(),

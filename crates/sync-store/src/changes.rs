@@ -59,6 +59,11 @@ pub(crate) trait ChangeLog {
         at: PrimitiveDateTime,
     ) -> QueryResult<()>;
 
+    /// Takes the position lock for this transaction's appends (PostgreSQL; a
+    /// no-op on SQLite). [`Self::log_page`] takes it itself; a statement that
+    /// appends on its own ([`logging_upsert_sql`]) needs it first.
+    async fn lock_positions(&mut self) -> QueryResult<()>;
+
     /// One `kind` entry for each of `calendars` that still exists.
     async fn log_transition(
         &mut self,
@@ -83,6 +88,25 @@ fn bind_list(from: usize, count: usize) -> String {
 
 const INSERT: &str =
     "INSERT INTO change_log (calendar_id, user_id, kind, event_id, event_json, at) ";
+
+/// PostgreSQL: a page's upsert (`upsert`, ending in its conflict clause) that
+/// appends the page's entries itself, from the rows it wrote (`RETURNING`),
+/// so the entries are not read back by id. `$at` and `$calendar` are the
+/// entries' time and the calendar, as placeholders after the upsert's own. The
+/// caller takes the position lock first ([`ChangeLog::lock_positions`]) and
+/// then calls [`ChangeLog::log_page`] without event ids.
+pub(crate) fn logging_upsert_sql(upsert: &str, calendar: &str, at: &str) -> String {
+    format!(
+        "WITH up AS ({upsert} RETURNING calendar_id, event_id, status, raw_json) \
+         {INSERT}SELECT up.calendar_id, cs.user_id, \
+         CASE WHEN up.status = '{cancelled}' THEN '{event_cancelled}' ELSE '{event_changed}' END, \
+         up.event_id, up.raw_json, {at} \
+         FROM up JOIN calendar_sync_state cs ON cs.id = {calendar} ORDER BY up.event_id",
+        cancelled = EventStatus::Cancelled,
+        event_cancelled = ChangeKind::for_event_status(EventStatus::Cancelled).as_str(),
+        event_changed = ChangeKind::EventChanged.as_str(),
+    )
+}
 
 macro_rules! impl_change_log {
     ($conn:ty, $postgres:expr) => {
@@ -155,6 +179,11 @@ macro_rules! impl_change_log {
                         .execute(self)
                         .await?;
                 }
+                Ok(())
+            }
+
+            async fn lock_positions(&mut self) -> QueryResult<()> {
+                take_position_lock!(self, $postgres);
                 Ok(())
             }
 

@@ -101,6 +101,9 @@ struct ClaimedRow {
     claim_epoch: i64,
 }
 
+/// Binds per row of [`upsert_sql`].
+const UPSERT_BINDS: usize = 9;
+
 /// The upsert of one page (PostgreSQL placeholders, see [`for_backend`]); one
 /// statement per page.
 fn upsert_sql(rows: usize) -> String {
@@ -109,7 +112,7 @@ fn upsert_sql(rows: usize) -> String {
          raw_json, sync_generation, mirrored_at) VALUES ",
     );
     for row in 0..rows {
-        let n = row * 9;
+        let n = row * UPSERT_BINDS;
         if row > 0 {
             sql.push_str(", ");
         }
@@ -298,8 +301,25 @@ impl SyncQueue for Store {
         let rows = page_rows(&calendar, page.events, page.generation, now);
         let until = self.lease_clock().until_expr(to_db(page.lease_until), now);
         let completion = page.completion.as_ref();
-        let upsert_sql = self.dialect().placeholders(&upsert_sql(rows.len()));
-        let event_ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
+        // On PostgreSQL the upsert appends the page's change-log entries
+        // itself, from the rows it wrote; SQLite (no data-modifying `WITH`)
+        // appends them after, reading them back by id.
+        let log_in_upsert = self.dialect() == Dialect::Postgres;
+        let upsert_sql = if log_in_upsert {
+            let binds = rows.len() * UPSERT_BINDS;
+            crate::changes::logging_upsert_sql(
+                &upsert_sql(rows.len()),
+                &format!("${}", binds + 1),
+                &format!("${}", binds + 2),
+            )
+        } else {
+            self.dialect().placeholders(&upsert_sql(rows.len()))
+        };
+        let event_ids: Vec<&str> = if log_in_upsert {
+            Vec::new()
+        } else {
+            rows.iter().map(|row| row.event_id.as_str()).collect()
+        };
         let held = with_conn!(&self.pool, |conn| {
             conn.transaction::<bool, diesel::result::Error, _>(async |conn| {
                 // Checks the claim (owner and epoch) and takes the state row's
@@ -314,6 +334,9 @@ impl SyncQueue for Store {
                     return Ok(false);
                 }
                 if !rows.is_empty() {
+                    if log_in_upsert {
+                        crate::changes::ChangeLog::lock_positions(&mut *conn).await?;
+                    }
                     let mut upsert = diesel::sql_query(&upsert_sql).into_boxed();
                     for row in &rows {
                         upsert = upsert
@@ -326,6 +349,9 @@ impl SyncQueue for Store {
                             .bind::<Text, _>(&row.raw_json)
                             .bind::<BigInt, _>(row.sync_generation)
                             .bind::<Timestamp, _>(row.mirrored_at);
+                    }
+                    if log_in_upsert {
+                        upsert = upsert.bind::<Text, _>(&calendar).bind::<Timestamp, _>(now);
                     }
                     upsert.execute(conn).await?;
                 }
