@@ -3,7 +3,8 @@
 //!
 //! Writes: every writer calls one method of [`ChangeLog`] on the connection of
 //! its open transaction, after taking the row locks it needs and as late as it
-//! can. On PostgreSQL the first append of a transaction takes
+//! can; on PostgreSQL a sync page's upsert appends its entries in the same
+//! statement ([`logging_upsert_sql`], after [`ChangeLog::lock_positions`]). On PostgreSQL the first append of a transaction takes
 //! [`POSITION_LOCK`], a transaction-scoped advisory lock held until commit, so
 //! positions (an identity column) are taken and made visible in the same order:
 //! a reader that has seen position P can never later see a smaller one (see
