@@ -16,6 +16,7 @@
 //! which writers in this process bump after commit and the PostgreSQL listener
 //! bumps on every notification.
 
+use crate::dialect::Dialect;
 use crate::pool::{DbPool, query_error, with_conn};
 use crate::schema::{change_feed_state as fs, change_log as cl};
 use crate::store::Store;
@@ -74,11 +75,6 @@ pub(crate) trait ChangeLog {
     ) -> QueryResult<()>;
 }
 
-/// SQL with PostgreSQL's `$n` placeholders, in SQLite's numbered `?n` form there.
-fn placeholders(postgres: bool, sql: String) -> String {
-    if postgres { sql } else { sql.replace('$', "?") }
-}
-
 /// `$from, $from+1, …` for `count` values.
 fn bind_list(from: usize, count: usize) -> String {
     (from..from + count)
@@ -110,7 +106,7 @@ pub(crate) fn logging_upsert_sql(upsert: &str, calendar: &str, at: &str) -> Stri
 }
 
 macro_rules! impl_change_log {
-    ($conn:ty, $postgres:expr) => {
+    ($conn:ty, $dialect:expr) => {
         impl ChangeLog for $conn {
             async fn log_page(
                 &mut self,
@@ -123,11 +119,10 @@ macro_rules! impl_change_log {
                 if event_ids.is_empty() && sweep_below.is_none() && !completing {
                     return Ok(());
                 }
-                take_position_lock!(self, $postgres);
+                take_position_lock!(self, $dialect);
                 if !event_ids.is_empty() {
-                    let sql = placeholders(
-                        $postgres,
-                        format!(
+                    let sql = $dialect.placeholders(
+                        &format!(
                             "{INSERT}SELECT ce.calendar_id, cs.user_id, \
                              CASE WHEN ce.status = '{cancelled}' THEN '{event_cancelled}' ELSE '{event_changed}' END, \
                              ce.event_id, ce.raw_json, $2 \
@@ -149,9 +144,8 @@ macro_rules! impl_change_log {
                     query.execute(self).await?;
                 }
                 if let Some(generation) = sweep_below {
-                    let sql = placeholders(
-                        $postgres,
-                        format!(
+                    let sql = $dialect.placeholders(
+                        &format!(
                             "{INSERT}SELECT ce.calendar_id, cs.user_id, '{removed}', ce.event_id, NULL, $2 \
                              FROM calendar_events ce JOIN calendar_sync_state cs ON cs.id = ce.calendar_id \
                              WHERE ce.calendar_id = $1 AND ce.sync_generation < $3 ORDER BY ce.event_id",
@@ -166,9 +160,8 @@ macro_rules! impl_change_log {
                         .await?;
                 }
                 if completing {
-                    let sql = placeholders(
-                        $postgres,
-                        format!(
+                    let sql = $dialect.placeholders(
+                        &format!(
                             "{INSERT}SELECT id, user_id, '{complete}', NULL, NULL, $2 \
                              FROM calendar_sync_state WHERE id = $1 AND NOT full_sync_complete",
                             complete = ChangeKind::CalendarFullSyncComplete.as_str(),
@@ -184,7 +177,7 @@ macro_rules! impl_change_log {
             }
 
             async fn lock_positions(&mut self) -> QueryResult<()> {
-                take_position_lock!(self, $postgres);
+                take_position_lock!(self, $dialect);
                 Ok(())
             }
 
@@ -197,10 +190,9 @@ macro_rules! impl_change_log {
                 if calendars.is_empty() {
                     return Ok(());
                 }
-                take_position_lock!(self, $postgres);
-                let sql = placeholders(
-                    $postgres,
-                    format!(
+                take_position_lock!(self, $dialect);
+                let sql = $dialect.placeholders(
+                    &format!(
                         "{INSERT}SELECT id, user_id, $1, NULL, NULL, $2 \
                          FROM calendar_sync_state WHERE id IN ({}) ORDER BY id",
                         bind_list(3, calendars.len())
@@ -223,8 +215,8 @@ macro_rules! impl_change_log {
 /// PostgreSQL only: positions are taken under a lock held until commit, and
 /// the commit notifies listeners. Re-taking it in the same transaction is free.
 macro_rules! take_position_lock {
-    ($conn:expr, $postgres:expr) => {
-        if $postgres {
+    ($conn:expr, $dialect:expr) => {
+        if $dialect == Dialect::Postgres {
             diesel::sql_query(format!(
                 "SELECT pg_advisory_xact_lock({POSITION_LOCK}), pg_notify('{NOTIFY_CHANNEL}', '')"
             ))
@@ -234,8 +226,8 @@ macro_rules! take_position_lock {
     };
 }
 
-impl_change_log!(AsyncPgConnection, true);
-impl_change_log!(crate::pool::AsyncSqliteConnection, false);
+impl_change_log!(AsyncPgConnection, Dialect::Postgres);
+impl_change_log!(crate::pool::AsyncSqliteConnection, Dialect::Sqlite);
 
 /// A row of `change_log`.
 type LogRow = (
@@ -437,6 +429,7 @@ impl Store {
     /// (and waking everyone then, in case a notification was missed). Returns
     /// when `shutdown` completes; on SQLite at once (writers are in-process).
     pub async fn listen_for_changes(&self, shutdown: impl std::future::Future<Output = ()>) {
+        // Dispatch on the backend (one of the places listed in `dialect.rs`).
         let DbPool::Postgres(_) = &self.pool else {
             return;
         };

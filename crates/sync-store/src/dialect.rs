@@ -1,17 +1,46 @@
 //! What differs between the two backends in hand-written SQL, in one place:
-//! the placeholder style, the row-lock clause of a claim, the input of a
-//! set-based batch, and how a dead lease owner is recognised. Chosen with the
-//! pool ([`crate::DbPool::dialect`]); query modules ask it instead of matching
-//! on the pool.
+//! the placeholder style, how many group-commit batches are written at once, the row-lock clause of a claim (as text, or wrapped
+//! around a Diesel query with [`Dialect::skip_locked`]), the input of a
+//! set-based batch, and how a dead lease owner is recognised (with the
+//! instance lock it looks for). Chosen with the pool
+//! ([`crate::DbPool::dialect`]); query modules ask it instead of matching on
+//! the pool. A new difference of SQL text goes here, as a method.
+//!
+//! Where the two backends need different *connection types* (Diesel's typed
+//! connections differ, so one body cannot serve both), the code matches on
+//! the pool, and only in these places:
+//!
+//! - `pool::with_conn!`: binds a connection of either backend and compiles
+//!   one query body for both (every other query goes through it);
+//! - `webhook::write_batch`: PostgreSQL binds four typed arrays into one
+//!   statement (`PostgresBatch`), SQLite runs a check and a multi-row
+//!   `INSERT` in a transaction on its writer connection;
+//! - `Store::hold_instance_lock` (`liveness.rs`): PostgreSQL's session
+//!   advisory lock on a connection of its own; nothing on SQLite;
+//! - `Store::listen_for_changes` (`changes.rs`): PostgreSQL's `LISTEN`;
+//!   nothing on SQLite, whose writers are in-process.
+//!
+//! A new one is added to this list.
 
+use diesel::backend::Backend;
 use diesel::dsl::sql;
 use diesel::expression::{SqlLiteral, UncheckedBind};
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Nullable, Timestamp};
 use time::PrimitiveDateTime;
 
 /// The advisory-lock namespace (first key of `pg_try_advisory_lock(int, int)`)
 /// under which each live instance holds its own lock ("Chro").
 pub(crate) const INSTANCE_LOCK_NAMESPACE: i32 = 0x4368_726f;
+
+/// PostgreSQL: takes an instance's liveness lock, `($1, $2)` =
+/// ([`INSTANCE_LOCK_NAMESPACE`], its key), returning `locked`. The two-key
+/// form is what [`Dialect::owner_gone`] looks for (`objsubid = 2`).
+pub(crate) const TAKE_INSTANCE_LOCK: &str = "SELECT pg_try_advisory_lock($1, $2) AS locked";
+
+/// Where a batch's input arrays go in [`Dialect::batch_input`]'s PostgreSQL
+/// form; the statement that binds them replaces it.
+pub(crate) const BATCH_ARRAYS: &str = "$arrays";
 
 /// The SQL dialect of the store's backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +71,45 @@ impl Dialect {
         }
     }
 
+    /// How many group-commit batches are written at once (pipelining): up to
+    /// [`crate::group_commit::POSTGRES_IN_FLIGHT`] on PostgreSQL, each on its
+    /// own connection; one on SQLite, its one writer connection.
+    pub(crate) fn batches_in_flight(self) -> usize {
+        match self {
+            Self::Postgres => crate::group_commit::POSTGRES_IN_FLIGHT,
+            Self::Sqlite => 1,
+        }
+    }
+
+    /// `query` (a Diesel select) followed by [`Self::skip_locked_of`]`(table)`.
+    pub(crate) fn skip_locked<Q>(self, query: Q, table: &str) -> SkipLocked<Q> {
+        SkipLocked {
+            query,
+            clause: self.skip_locked_of(table),
+        }
+    }
+
+    /// The rows of a set-based batch of `rows` rows of `columns` values each,
+    /// as a query: on PostgreSQL one array per column (`unnest`, bound where
+    /// [`BATCH_ARRAYS`] stands), on SQLite a multi-row `VALUES` of numbered
+    /// placeholders, row by row. Either way one statement whatever the size.
+    pub(crate) fn batch_input(self, columns: usize, rows: usize) -> String {
+        match self {
+            Self::Postgres => format!("SELECT * FROM unnest({BATCH_ARRAYS})"),
+            Self::Sqlite => {
+                let values: Vec<String> = (0..rows)
+                    .map(|row| {
+                        let binds: Vec<String> = (1..=columns)
+                            .map(|column| format!("?{}", row * columns + column))
+                            .collect();
+                        format!("({})", binds.join(", "))
+                    })
+                    .collect();
+                format!("VALUES {}", values.join(", "))
+            }
+        }
+    }
+
     /// A condition true when the lease owner named by `column` is known to be
     /// dead: on PostgreSQL, a registered instance whose session advisory lock
     /// is gone (its connection closed, e.g. the process was killed); on
@@ -58,6 +126,31 @@ impl Dialect {
             ),
             Self::Sqlite => "(1 = 0)".to_owned(),
         }
+    }
+}
+
+/// A select with its backend's claim lock clause ([`Dialect::skip_locked`]).
+#[derive(Debug)]
+pub(crate) struct SkipLocked<Q> {
+    query: Q,
+    clause: String,
+}
+
+impl<Q: Query> Query for SkipLocked<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q> QueryId for SkipLocked<Q> {
+    type QueryId = ();
+    // Prepared statements are then cached by their text, which the clause is part of.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for SkipLocked<Q> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> diesel::QueryResult<()> {
+        self.query.walk_ast(out.reborrow())?;
+        out.push_sql(&self.clause);
+        Ok(())
     }
 }
 
@@ -141,3 +234,33 @@ pub(crate) type LeaseUntil = SqlLiteral<
         Bound,
     >,
 >;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sqlite_batch_numbers_its_placeholders_row_by_row() {
+        assert_eq!(
+            Dialect::Sqlite.batch_input(2, 2),
+            "VALUES (?1, ?2), (?3, ?4)"
+        );
+    }
+
+    #[test]
+    fn a_postgres_batch_unnests_its_arrays() {
+        assert_eq!(
+            Dialect::Postgres.batch_input(4, 3),
+            format!("SELECT * FROM unnest({BATCH_ARRAYS})")
+        );
+    }
+
+    #[test]
+    fn only_postgres_locks_claimed_rows() {
+        assert_eq!(
+            Dialect::Postgres.skip_locked_of("cs"),
+            " FOR UPDATE OF cs SKIP LOCKED"
+        );
+        assert_eq!(Dialect::Sqlite.skip_locked_of("cs"), "");
+    }
+}

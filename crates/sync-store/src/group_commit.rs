@@ -16,7 +16,6 @@
 //! A batch that takes longer than [`WRITE_TIMEOUT`] (a database that stopped
 //! answering) is answered "unavailable" (503 and `Retry-After`: Google retries).
 
-use crate::dialect::Dialect;
 use crate::pool::DbPool;
 use crate::webhook::write_batch;
 use futures::StreamExt as _;
@@ -63,10 +62,7 @@ impl GroupCommit {
 }
 
 async fn writer(pool: DbPool, mut receiver: mpsc::Receiver<(SyncRequest, Reply)>) {
-    let in_flight = match pool.dialect() {
-        Dialect::Postgres => POSTGRES_IN_FLIGHT,
-        Dialect::Sqlite => 1,
-    };
+    let in_flight = pool.dialect().batches_in_flight();
     let mut writing = FuturesUnordered::new();
     let mut open = true;
     loop {

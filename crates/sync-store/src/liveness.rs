@@ -10,7 +10,7 @@
 //! On SQLite one process owns the database; a starting server expires its
 //! predecessor's leases once its port is bound (`Store::expire_all_leases`).
 
-use crate::dialect::INSTANCE_LOCK_NAMESPACE;
+use crate::dialect::{INSTANCE_LOCK_NAMESPACE, TAKE_INSTANCE_LOCK};
 use crate::pool::{DbPool, checkout, query_error};
 use crate::schema::chronos_instances as ci;
 use crate::store::Store;
@@ -46,7 +46,7 @@ struct Locked {
 
 /// Takes the advisory lock on `key` on `conn`; `false` if someone else holds it.
 async fn try_lock(conn: &mut AsyncPgConnection, key: i32) -> Result<bool, diesel::result::Error> {
-    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1, $2) AS locked")
+    let row: Locked = diesel::sql_query(TAKE_INSTANCE_LOCK)
         .bind::<Integer, _>(INSTANCE_LOCK_NAMESPACE)
         .bind::<Integer, _>(key)
         .get_result(conn)
@@ -77,6 +77,8 @@ impl Store {
     /// Registers `instance_id` as a live instance and holds its liveness lock
     /// until the returned guard is dropped. A no-op on SQLite.
     pub async fn hold_instance_lock(&self, instance_id: &str) -> Result<LivenessLock, StoreError> {
+        // Dispatch on the connection type (one of the places listed in
+        // `dialect.rs`): the lock lives on a PostgreSQL connection of its own.
         let DbPool::Postgres(pool) = &self.pool else {
             return Ok(LivenessLock { task: None });
         };

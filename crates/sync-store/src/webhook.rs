@@ -3,7 +3,7 @@
 use crate::calendars::sync_state::GONE;
 use crate::channels::state;
 use crate::columns::Stored;
-use crate::dialect::Dialect;
+use crate::dialect::BATCH_ARRAYS;
 use crate::pool::{DbPool, checkout, query_error, with_conn};
 use crate::schema::{
     calendar_sync_state as cs, google_credentials as gc, sync_requests as sr, watch_channels as wc,
@@ -14,7 +14,8 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamp};
-use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
 use std::collections::HashMap;
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber, SyncState};
@@ -97,15 +98,12 @@ impl Store {
     }
 }
 
-/// Where [`PostgresBatch`] binds its four arrays.
-const ARRAYS: &str = "$arrays";
-
 /// The PostgreSQL batch statement. Unlike `sql_query`, which diesel never
 /// prepares, this one is kept in the connection's statement cache (keyed by
 /// its text and bind types, the same for every batch), so PostgreSQL parses
 /// and plans it once per connection rather than once per batch.
 struct PostgresBatch<'a> {
-    /// The statement, with [`ARRAYS`] where the arrays go.
+    /// The statement, with [`BATCH_ARRAYS`] where the arrays go.
     sql: &'a str,
     calendars: Vec<String>,
     channels: Vec<&'a str>,
@@ -117,7 +115,7 @@ impl QueryFragment<Pg> for PostgresBatch<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         let (before, after) = self
             .sql
-            .split_once(ARRAYS)
+            .split_once(BATCH_ARRAYS)
             .ok_or_else(|| diesel::result::Error::QueryBuilderError("no array binds".into()))?;
         out.push_sql(before);
         out.push_bind_param::<Array<Text>, _>(&self.calendars)?;
@@ -140,27 +138,6 @@ impl QueryId for PostgresBatch<'_> {
 
 impl Query for PostgresBatch<'_> {
     type SqlType = diesel::sql_types::Untyped;
-}
-
-/// Per batch input row: calendar, channel, message number, request time. On
-/// PostgreSQL four arrays (`unnest`), on SQLite a multi-row `VALUES`; either
-/// way one statement whatever the batch size.
-fn input_sql(dialect: Dialect, rows: usize) -> String {
-    match dialect {
-        // The arrays are bound by `PostgresBatch`, in this order.
-        Dialect::Postgres => format!("SELECT * FROM unnest({ARRAYS})"),
-        Dialect::Sqlite => {
-            let mut sql = String::from("VALUES ");
-            for row in 0..rows {
-                let n = row * 4;
-                if row > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("(?{}, ?{}, ?{}, ?{})", n + 1, n + 2, n + 3, n + 4));
-            }
-            sql
-        }
-    }
 }
 
 /// The batch, checked: whether each request may be recorded (calendar not
@@ -298,86 +275,16 @@ pub(crate) async fn write_batch(
 ) -> Result<Vec<RecordOutcome>, StoreError> {
     let chosen = representatives(batch);
     let sent: Vec<&SyncRequest> = chosen.iter().map(|&i| &batch[i]).collect();
-    let dialect = pool.dialect();
     let prefix = format!(
         "WITH input (calendar_id, channel_id, msg, at) AS ({}), {}",
-        input_sql(dialect, sent.len()),
+        pool.dialect().batch_input(4, sent.len()),
         checked_sql()
     );
-    let checked: HashMap<String, Checked> = match pool {
-        DbPool::Postgres(pool) => {
-            let sql = format!(
-                "{prefix}, written AS ({WRITE_SQL}) SELECT c.calendar_id, c.valid, \
-                 c.duplicate, (w.calendar_id IS NOT NULL) AS written \
-                 FROM checked c LEFT JOIN written w ON w.calendar_id = c.calendar_id"
-            );
-            let query = PostgresBatch {
-                sql: &sql,
-                calendars: sent.iter().map(|r| r.calendar_id.to_string()).collect(),
-                channels: sent.iter().map(|r| r.channel_id.as_str()).collect(),
-                numbers: sent
-                    .iter()
-                    .map(|r| r.message_number.map(MessageNumber::get))
-                    .collect(),
-                times: sent.iter().map(|r| to_db(r.requested_at)).collect(),
-            };
-            let mut conn = checkout(pool).await?;
-            let rows: Vec<CheckedRow> = query.load(&mut *conn).await.map_err(query_error)?;
-            rows.into_iter()
-                .map(|row| {
-                    let checked = Checked {
-                        valid: row.valid,
-                        duplicate: row.duplicate,
-                        written: row.written,
-                    };
-                    (row.calendar_id, checked)
-                })
-                .collect()
-        }
-        DbPool::Sqlite(pool) => {
-            let check =
-                format!("{prefix} SELECT calendar_id, valid, pending, duplicate FROM checked");
-            let write = format!("{prefix} {WRITE_SQL}");
-            let bind = |sql: String| {
-                let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
-                for request in &sent {
-                    query = query
-                        .bind::<Text, _>(request.calendar_id.to_string())
-                        .bind::<Text, _>(request.channel_id.as_str().to_owned())
-                        .bind::<Nullable<BigInt>, _>(request.message_number.map(MessageNumber::get))
-                        .bind::<Timestamp, _>(to_db(request.requested_at));
-                }
-                query
-            };
-            let (check, write) = (bind(check), bind(write));
-            let mut conn = checkout(pool).await?;
-            let (checks, written) = conn
-                .transaction::<_, diesel::result::Error, _>(async |conn| {
-                    let checks: Vec<CheckRow> = check.load(conn).await?;
-                    let written: Vec<WrittenRow> =
-                        if checks.iter().any(|c| c.valid && !c.pending && !c.duplicate) {
-                            write.load(conn).await?
-                        } else {
-                            Vec::new()
-                        };
-                    Ok((checks, written))
-                })
-                .await
-                .map_err(query_error)?;
-            let written: std::collections::HashSet<String> =
-                written.into_iter().map(|w| w.calendar_id).collect();
-            checks
-                .into_iter()
-                .map(|row| {
-                    let checked = Checked {
-                        valid: row.valid,
-                        duplicate: row.duplicate,
-                        written: written.contains(&row.calendar_id),
-                    };
-                    (row.calendar_id, checked)
-                })
-                .collect()
-        }
+    // Dispatch on the connection type (one of the places listed in `dialect.rs`):
+    // typed array binds on PostgreSQL, per-row binds in a transaction on SQLite.
+    let checked = match pool {
+        DbPool::Postgres(pool) => write_postgres(pool, &prefix, &sent).await?,
+        DbPool::Sqlite(pool) => write_sqlite(pool, &prefix, &sent).await?,
     };
     let mut outcomes = Vec::with_capacity(batch.len());
     for (index, request) in batch.iter().enumerate() {
@@ -405,4 +312,92 @@ pub(crate) async fn write_batch(
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// PostgreSQL: checks and writes `sent` in one data-modifying statement
+/// (`prefix` is its input and `checked` CTEs), autocommit.
+async fn write_postgres(
+    pool: &DeadPool<AsyncPgConnection>,
+    prefix: &str,
+    sent: &[&SyncRequest],
+) -> Result<HashMap<String, Checked>, StoreError> {
+    let sql = format!(
+        "{prefix}, written AS ({WRITE_SQL}) SELECT c.calendar_id, c.valid, \
+         c.duplicate, (w.calendar_id IS NOT NULL) AS written \
+         FROM checked c LEFT JOIN written w ON w.calendar_id = c.calendar_id"
+    );
+    let query = PostgresBatch {
+        sql: &sql,
+        calendars: sent.iter().map(|r| r.calendar_id.to_string()).collect(),
+        channels: sent.iter().map(|r| r.channel_id.as_str()).collect(),
+        numbers: sent
+            .iter()
+            .map(|r| r.message_number.map(MessageNumber::get))
+            .collect(),
+        times: sent.iter().map(|r| to_db(r.requested_at)).collect(),
+    };
+    let mut conn = checkout(pool).await?;
+    let rows: Vec<CheckedRow> = query.load(&mut *conn).await.map_err(query_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let checked = Checked {
+                valid: row.valid,
+                duplicate: row.duplicate,
+                written: row.written,
+            };
+            (row.calendar_id, checked)
+        })
+        .collect())
+}
+
+/// SQLite: checks `sent`, then writes those that need it, in one transaction
+/// on the writer connection (`prefix` is the statements' input and `checked`
+/// CTEs).
+async fn write_sqlite(
+    pool: &DeadPool<crate::pool::AsyncSqliteConnection>,
+    prefix: &str,
+    sent: &[&SyncRequest],
+) -> Result<HashMap<String, Checked>, StoreError> {
+    let check = format!("{prefix} SELECT calendar_id, valid, pending, duplicate FROM checked");
+    let write = format!("{prefix} {WRITE_SQL}");
+    let bind = |sql: String| {
+        let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+        for request in sent {
+            query = query
+                .bind::<Text, _>(request.calendar_id.to_string())
+                .bind::<Text, _>(request.channel_id.as_str().to_owned())
+                .bind::<Nullable<BigInt>, _>(request.message_number.map(MessageNumber::get))
+                .bind::<Timestamp, _>(to_db(request.requested_at));
+        }
+        query
+    };
+    let (check, write) = (bind(check), bind(write));
+    let mut conn = checkout(pool).await?;
+    let (checks, written) = conn
+        .transaction::<_, diesel::result::Error, _>(async |conn| {
+            let checks: Vec<CheckRow> = check.load(conn).await?;
+            let written: Vec<WrittenRow> =
+                if checks.iter().any(|c| c.valid && !c.pending && !c.duplicate) {
+                    write.load(conn).await?
+                } else {
+                    Vec::new()
+                };
+            Ok((checks, written))
+        })
+        .await
+        .map_err(query_error)?;
+    let written: std::collections::HashSet<String> =
+        written.into_iter().map(|w| w.calendar_id).collect();
+    Ok(checks
+        .into_iter()
+        .map(|row| {
+            let checked = Checked {
+                valid: row.valid,
+                duplicate: row.duplicate,
+                written: written.contains(&row.calendar_id),
+            };
+            (row.calendar_id, checked)
+        })
+        .collect())
 }

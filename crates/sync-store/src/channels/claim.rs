@@ -3,12 +3,12 @@
 //! A dead instance's lease simply expires.
 
 use super::{ChannelWork, corrupt, push_mode};
-use crate::pool::{DbPool, checkout, query_error, with_conn};
+use crate::pool::{query_error, with_conn};
 use crate::schema::calendar_sync_state as cs;
 use crate::store::Store;
 use crate::timestamps::{from_db, to_db};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use std::time::Duration;
 use sync_domain::ports::StoreError;
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
@@ -115,38 +115,25 @@ impl Store {
     ) -> Result<Vec<ChannelWork>, StoreError> {
         let now = self.clock.now();
         let (now_db, until) = (to_db(now), to_db(now + lease));
-        let gone = self
-            .dialect()
-            .owner_gone("calendar_sync_state.channel_lease_owner");
+        let dialect = self.dialect();
+        let gone = dialect.owner_gone("calendar_sync_state.channel_lease_owner");
         let gone = gone.as_str();
         let clock = self.lease_clock();
-        let rows: Vec<WorkRow> = match &self.pool {
-            // The one backend difference: PostgreSQL skips calendars another
-            // instance is claiming right now instead of queueing behind its lock.
-            DbPool::Postgres(pool) => {
-                use diesel_async::AsyncConnection as _;
-                let mut conn = checkout(pool).await?;
-                conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                    let ids: Vec<String> = candidates!(now_db, limit, clock, gone)
-                        .for_update()
-                        .skip_locked()
-                        .load(conn)
-                        .await?;
-                    claim_update!(conn, ids, owner, now_db, until, clock, gone)
-                })
-                .await
-                .map_err(query_error)?
-            }
-            DbPool::Sqlite(pool) => {
-                let mut conn = checkout(pool).await?;
-                let ids: Vec<String> = candidates!(now_db, limit, clock, gone)
-                    .load(&mut *conn)
-                    .await
-                    .map_err(query_error)?;
-                claim_update!(&mut *conn, ids, owner, now_db, until, clock, gone)
-                    .map_err(query_error)?
-            }
-        };
+        // One transaction, so that on PostgreSQL the candidates' row locks
+        // (`Dialect::skip_locked`: skip calendars another instance is claiming
+        // right now instead of queueing behind its lock) hold until the update.
+        let rows: Vec<WorkRow> = with_conn!(&self.pool, |conn| {
+            conn.transaction::<_, diesel::result::Error, _>(async |conn| {
+                let candidates = dialect.skip_locked(
+                    candidates!(now_db, limit, clock, gone),
+                    "calendar_sync_state",
+                );
+                let ids: Vec<String> = candidates.load(conn).await?;
+                claim_update!(conn, ids, owner, now_db, until, clock, gone)
+            })
+            .await
+            .map_err(query_error)?
+        });
         rows.into_iter()
             .map(|(id, user, calendar, channel, expires, failures)| {
                 Ok(ChannelWork {
