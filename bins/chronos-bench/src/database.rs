@@ -1,6 +1,7 @@
 //! The databases under test: a fresh PostgreSQL database (dropped afterwards)
-//! or a temp-file SQLite database, seeded through `sync_store`'s public API
-//! with calendars that each have a current watch channel.
+//! or a temp-file SQLite database, seeded with calendars that each have a
+//! current watch channel, through the seeding step the store's tests use
+//! (`sync_store::test_support`, with their credentials key).
 
 use anyhow::Context as _;
 use diesel::QueryableByName;
@@ -12,12 +13,13 @@ use std::time::Duration;
 use sync_domain::ports::CredentialStore as _;
 use sync_domain::{ChannelId, ChannelToken, GoogleCalendarId, RefreshToken, ResourceId, UserId};
 use sync_store::calendars::NewChannel;
+use sync_store::test_support::connect_with_active_channel;
 use sync_store::{DatabaseUrl, PoolOptions, Store};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The credentials key the benchmark's store and server share (base64 of 32 bytes).
-pub const ENCRYPTION_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+/// The credentials key the benchmark's store and server share: the test stores' key.
+pub use sync_store::test_support::TEST_ENCRYPTION_KEY as ENCRYPTION_KEY;
 
 /// Which backend a database is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,17 +201,12 @@ async fn seed_user(
     let mut channels = Vec::with_capacity(calendars);
     for n in 0..calendars {
         let google = GoogleCalendarId::parse(format!("calendar-{n}@bench.example"))?;
-        let (calendar, _) = store.connect_calendar(&user_id, &google).await?;
         let channel = NewChannel {
             channel_id: ChannelId::from_uuid(Uuid::new_v4()),
             token: ChannelToken::new(Uuid::new_v4().simple().to_string()),
         };
-        store
-            .insert_registering_channel(&calendar, &channel)
-            .await?;
         let resource = ResourceId::parse(format!("resource-{user}-{n}"))?;
-        store
-            .activate_channel(calendar.id, &channel.channel_id, &resource, Some(expires))
+        connect_with_active_channel(store, &user_id, &google, &channel, &resource, Some(expires))
             .await?;
         channels.push(SeededChannel {
             channel_id: channel.channel_id.as_str().to_owned(),

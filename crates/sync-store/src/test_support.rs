@@ -11,14 +11,14 @@
 use crate::calendars::{Calendar, NewChannel};
 use crate::{DatabaseUrl, PoolOptions, Store};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl as _};
-use sync_domain::ports::CredentialStore as _;
+use sync_domain::ports::{CredentialStore as _, StoreError};
 use sync_domain::{ChannelId, ChannelToken, GoogleCalendarId, RefreshToken, ResourceId, UserId};
 
 /// The env var naming the PostgreSQL server tests may use.
 pub const TEST_DATABASE_URL: &str = "CHRONOS_TEST_DATABASE_URL";
 /// Set (CI) to turn a skipped PostgreSQL test into a failure.
 pub const REQUIRE_POSTGRES: &str = "CHRONOS_REQUIRE_POSTGRES";
-/// The key every test store uses (base64 of 32 zero-and-one bytes).
+/// The key every test and benchmark store uses (base64 of 32 zero-and-one bytes).
 pub const TEST_ENCRYPTION_KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
 
 /// A database that exists for one test.
@@ -277,35 +277,40 @@ pub async fn seed_calendar_without_credentials(
     let user_id = UserId::parse(user).expect("a valid test user id");
     let google_calendar =
         GoogleCalendarId::parse(google_calendar).expect("a valid test calendar id");
-    let (calendar, _) = store
-        .connect_calendar(&user_id, &google_calendar)
-        .await
-        .expect("connecting the test calendar");
-    let channel_id = ChannelId::parse(channel).expect("a valid test channel id");
-    store
-        .insert_registering_channel(
-            &calendar,
-            &NewChannel {
-                channel_id: channel_id.clone(),
-                token: ChannelToken::new(token),
-            },
-        )
-        .await
-        .expect("persisting the test channel");
-    store
-        .activate_channel(
-            calendar.id,
-            &channel_id,
-            &ResourceId::parse("resource-1").expect("a valid resource id"),
-            None,
-        )
-        .await
-        .expect("activating the test channel");
+    let channel = NewChannel {
+        channel_id: ChannelId::parse(channel).expect("a valid test channel id"),
+        token: ChannelToken::new(token),
+    };
+    let resource = ResourceId::parse("resource-1").expect("a valid resource id");
+    let calendar =
+        connect_with_active_channel(store, &user_id, &google_calendar, &channel, &resource, None)
+            .await
+            .expect("connecting the test calendar with its channel");
     store
         .calendar(calendar.id)
         .await
         .expect("reading the seeded calendar")
         .expect("the seeded calendar exists")
+}
+
+/// Connects `google_calendar` for `user` and makes `channel` its current,
+/// active channel, as if Google had registered it as `resource` (until
+/// `expires`): the per-calendar seeding the tests and the benchmark share.
+/// Returns the calendar as connected (before the channel was added).
+pub async fn connect_with_active_channel(
+    store: &Store,
+    user: &UserId,
+    google_calendar: &GoogleCalendarId,
+    channel: &NewChannel,
+    resource: &ResourceId,
+    expires: Option<time::OffsetDateTime>,
+) -> Result<Calendar, StoreError> {
+    let (calendar, _) = store.connect_calendar(user, google_calendar).await?;
+    store.insert_registering_channel(&calendar, channel).await?;
+    store
+        .activate_channel(calendar.id, &channel.channel_id, resource, expires)
+        .await?;
+    Ok(calendar)
 }
 
 /// Consumes a calendar's pending request as a claim would (the calendar then
