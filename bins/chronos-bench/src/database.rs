@@ -100,26 +100,6 @@ impl BenchDb {
         Store::open(url, Some(ENCRYPTION_KEY), PoolOptions::default()).await
     }
 
-    /// Ends every pending sync request, as if each calendar's initial sync had
-    /// been claimed: the cold mix's starting point, where each change must be
-    /// written. (Its own connection: the store keeps no raw SQL for outsiders.)
-    pub async fn consume_pending_requests(&self) -> anyhow::Result<()> {
-        const SQL: &str =
-            "UPDATE sync_requests SET first_requested_at = NULL, last_requested_at = NULL";
-        match DatabaseUrl::parse(&self.url).context("the benchmark's database URL")? {
-            DatabaseUrl::Postgres(raw) => {
-                let mut conn = AsyncPgConnection::establish(&raw).await?;
-                diesel::sql_query(SQL).execute(&mut conn).await?;
-            }
-            DatabaseUrl::Sqlite(path) => {
-                use diesel::Connection as _;
-                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())?;
-                diesel::RunQueryDsl::execute(diesel::sql_query(SQL), &mut conn)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Reads the PostgreSQL counters (zero on SQLite). Backends publish their
     /// statistics when they go idle or exit, so read after the server has stopped.
     pub async fn pg_counters(&self) -> anyhow::Result<PgCounters> {

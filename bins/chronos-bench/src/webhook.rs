@@ -304,7 +304,9 @@ async fn run_on(
         seed_time.as_secs_f64()
     );
     if settings.args.cold {
-        db.consume_pending_requests().await?;
+        sync_store::test_support::consume_all_pending_requests(&store)
+            .await
+            .context("consuming the seeded calendars' pending requests")?;
     }
     let recorded_before = db.recorded_requests(&store).await?;
     let addr = server::free_addr()?;

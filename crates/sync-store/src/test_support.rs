@@ -337,6 +337,25 @@ pub async fn consume_pending_request(store: &Store, calendar: sync_domain::Calen
     consumed.expect("consuming the test calendar's pending request");
 }
 
+/// Consumes every calendar's pending request, as if each one's initial sync
+/// had been claimed (the benchmark's cold start, where each change must be
+/// written); returns how many rows it changed.
+pub async fn consume_all_pending_requests(store: &Store) -> Result<usize, StoreError> {
+    use crate::schema::sync_requests as sr;
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    Ok(crate::pool::with_conn!(&store.pool, |conn| {
+        diesel::update(sr::table)
+            .set((
+                sr::first_requested_at.eq(None::<time::PrimitiveDateTime>),
+                sr::last_requested_at.eq(None::<time::PrimitiveDateTime>),
+            ))
+            .execute(conn)
+            .await
+            .map_err(crate::pool::query_error)?
+    }))
+}
+
 /// A calendar `calendar` of `user`, connected (its initial sync requested),
 /// the user with credentials.
 pub async fn connected(store: &Store, user: &str, calendar: &str) -> Calendar {
