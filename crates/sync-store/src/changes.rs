@@ -216,12 +216,8 @@ macro_rules! impl_change_log {
 /// the commit notifies listeners. Re-taking it in the same transaction is free.
 macro_rules! take_position_lock {
     ($conn:expr, $dialect:expr) => {
-        if $dialect == Dialect::Postgres {
-            diesel::sql_query(format!(
-                "SELECT pg_advisory_xact_lock({POSITION_LOCK}), pg_notify('{NOTIFY_CHANNEL}', '')"
-            ))
-            .execute($conn)
-            .await?;
+        if let Some(sql) = $dialect.position_lock_sql() {
+            diesel::sql_query(sql).execute($conn).await?;
         }
     };
 }

@@ -110,6 +110,21 @@ impl Dialect {
         }
     }
 
+    /// The statement that takes the change feed's position lock for the rest
+    /// of the transaction and queues its wake-up (`docs/change-feed.md`): on
+    /// PostgreSQL a transaction-scoped advisory lock and a `NOTIFY` delivered
+    /// at commit; none on SQLite, whose one writer commits in position order
+    /// already and whose long polls are woken in-process.
+    pub(crate) fn position_lock_sql(self) -> Option<String> {
+        use crate::changes::{NOTIFY_CHANNEL, POSITION_LOCK};
+        match self {
+            Self::Postgres => Some(format!(
+                "SELECT pg_advisory_xact_lock({POSITION_LOCK}), pg_notify('{NOTIFY_CHANNEL}', '')"
+            )),
+            Self::Sqlite => None,
+        }
+    }
+
     /// A condition true when the lease owner named by `column` is known to be
     /// dead: on PostgreSQL, a registered instance whose session advisory lock
     /// is gone (its connection closed, e.g. the process was killed); on
