@@ -33,6 +33,11 @@ async fn no_token_or_secret_is_logged() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary hit the same callsites on other threads at
+    // the same time; recompute every callsite's interest now that this
+    // thread's subscriber is registered, so none stays cached as "never"
+    // (a CI run once missed the retry line here).
+    tracing::callsite::rebuild_interest_cache();
 
     let google = Google::start()
         .await
