@@ -199,6 +199,18 @@ macro_rules! unless_parked {
     };
 }
 
+/// Puts a claimed but unserved request back (`$request`: [`request_sql`] for
+/// `cs.id = $2`), as of `$now`, for `$calendar`: a failed or released claim.
+macro_rules! put_back {
+    ($conn:expr, $request:expr, $now:expr, $calendar:expr) => {
+        diesel::sql_query($request)
+            .bind::<Timestamp, _>($now)
+            .bind::<Text, _>($calendar)
+            .execute($conn)
+            .await
+    };
+}
+
 /// The claim `$claim` names, still held: owner and fencing epoch both match.
 macro_rules! held {
     ($calendar:expr, $claim:expr) => {
@@ -517,11 +529,7 @@ impl SyncQueue for Store {
                 };
                 if updated == 1 && keep_pending {
                     // The claimed request is not served: put it back.
-                    diesel::sql_query(&request)
-                        .bind::<Timestamp, _>(now)
-                        .bind::<Text, _>(&calendar)
-                        .execute(conn)
-                        .await?;
+                    put_back!(conn, &request, now, &calendar)?;
                 }
                 Ok(updated)
             })
@@ -548,11 +556,7 @@ impl SyncQueue for Store {
                     .execute(conn)
                     .await?;
                 if updated == 1 {
-                    diesel::sql_query(&request)
-                        .bind::<Timestamp, _>(now)
-                        .bind::<Text, _>(&calendar)
-                        .execute(conn)
-                        .await?;
+                    put_back!(conn, &request, now, &calendar)?;
                 }
                 Ok(updated)
             })
