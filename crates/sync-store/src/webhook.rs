@@ -145,19 +145,23 @@ impl Query for PostgresBatch<'_> {
 /// here so a stale cached lookup never records a request), whether its
 /// calendar already has an unclaimed request, and whether its message number
 /// is not above the last recorded on that channel. Plain reads: nothing here
-/// waits for a sync's page transaction.
+/// waits for a sync's page transaction. Each check is a join on a key (the
+/// planner turns every one into an index lookup per request); as `EXISTS`
+/// sub-queries PostgreSQL chose a hashed sub-plan that read all of
+/// `google_credentials` once per batch, measured at twice the cost of the
+/// joins (`docs/benchmarks.md`).
 fn checked_sql() -> String {
     format!(
         "checked AS (SELECT i.calendar_id, i.channel_id, i.msg, i.at, \
-     COALESCE(cs.sync_state <> '{gone}' \
-       AND EXISTS (SELECT 1 FROM watch_channels wc WHERE wc.channel_id = i.channel_id \
-         AND wc.calendar_id = cs.id AND wc.state <> '{stopped}') \
-       AND EXISTS (SELECT 1 FROM google_credentials gc WHERE gc.user_id = cs.user_id), FALSE) AS valid, \
+     COALESCE(cs.sync_state <> '{gone}' AND wc.state <> '{stopped}' \
+       AND gc.user_id IS NOT NULL, FALSE) AS valid, \
      COALESCE(r.first_requested_at IS NOT NULL, FALSE) AS pending, \
      COALESCE(i.msg IS NOT NULL AND r.channel_id = i.channel_id AND r.last_message_number >= i.msg, FALSE) \
        AS duplicate \
      FROM input i \
      LEFT JOIN calendar_sync_state cs ON cs.id = i.calendar_id \
+     LEFT JOIN watch_channels wc ON wc.channel_id = i.channel_id AND wc.calendar_id = cs.id \
+     LEFT JOIN google_credentials gc ON gc.user_id = cs.user_id \
      LEFT JOIN sync_requests r ON r.calendar_id = i.calendar_id)",
         gone = SyncState::Gone,
         stopped = sync_domain::channel::ChannelState::Stopped,
