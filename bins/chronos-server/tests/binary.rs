@@ -9,8 +9,7 @@ use std::time::Duration;
 use support::binary::{
     KillOnDrop, chronos, free_port, output_within, spawn_logging_to, terminate, wait_until_ok,
 };
-use sync_store::test_support::seed_calendar;
-use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
+use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb, eventually, seed_calendar};
 
 const CHANNEL: &str = "0d6c1a52-8a7e-4d8e-b3c1-6b0f4f0e9c21";
 const TOKEN: &str = "k9VbQm2Xc4Lp7Rt1Yw8Zs3Nd6Fh0Gj5Ja2Sx9Ce4Uv7";
@@ -384,16 +383,24 @@ async fn cli_commands_work_beside_the_running_server() {
     assert!(String::from_utf8_lossy(&list.stdout).contains("alice"));
 }
 
-/// The log of a server started with nothing configured, once it listens.
+/// The log of a server started with nothing configured, once it listens and
+/// has said what is switched off (the channel worker's line follows its start).
 async fn unconfigured_server_log() -> String {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = serve_in(dir.path(), port);
     wait_until_healthy(port).await;
-    // The channel worker's line follows its start.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log_path = dir.path().join(format!("server-{port}.log"));
+    let log = eventually("the switched-off lines", || async {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        let said = ["admin_token ", "webhook_base_url ", "google_client_id "]
+            .iter()
+            .all(|key| log.contains(key));
+        if said { Ok(log) } else { Err(log) }
+    })
+    .await;
     drop(server);
-    std::fs::read_to_string(dir.path().join(format!("server-{port}.log"))).unwrap()
+    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -836,18 +843,15 @@ async fn a_connection_error_to_a_url_with_a_password_leaves_the_password_out_of_
         &log_path,
     );
     wait_until_healthy(port).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let text = loop {
+    let text = eventually("a failed sync in the log", || async {
         let text = std::fs::read_to_string(&log_path).unwrap();
         if text.contains("sync failed") {
-            break text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no failed sync: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     drop(server);
     assert!(text.contains("chronos-server listening"), "{text}");
     assert!(text.to_lowercase().contains("connection refused"), "{text}");

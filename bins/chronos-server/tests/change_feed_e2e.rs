@@ -9,9 +9,10 @@ mod support;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
-use support::{ADMIN_TOKEN, TestApp, on_both_backends, spawn_app, spawn_app_overriding};
+use support::{ADMIN_TOKEN, TestApp, spawn_app, spawn_app_overriding};
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
-use sync_store::test_support::Backend;
+use sync_store::test_on_both_backends;
+use sync_store::test_support::{Backend, eventually};
 
 fn user() -> UserId {
     UserId::parse("user-1").unwrap()
@@ -63,21 +64,18 @@ async fn request_sync(app: &TestApp, id: CalendarId) {
 
 /// Waits until the calendar has no sync pending or running.
 async fn settled(app: &TestApp, id: CalendarId) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("{id} to settle"), || async {
         let calendar = app.store.calendar(id).await.unwrap().unwrap();
         if calendar.sync_requested_at.is_none()
             && calendar.sync_state == sync_domain::SyncState::Idle
             && calendar.full_sync_complete
         {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{calendar:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{id} never settled: {calendar:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 async fn sync_and_settle(app: &TestApp, id: CalendarId) {
@@ -259,9 +257,9 @@ async fn a_consumer_rebuilds_the_mirror_from_the_feed_alone(backend: Backend) {
     }
 }
 
-on_both_backends!(
+test_on_both_backends!(
     a_consumer_following_the_feed_ends_with_the_mirrors_state,
-    a_consumer_rebuilds_the_mirror_from_the_feed_alone
+    backend => a_consumer_rebuilds_the_mirror_from_the_feed_alone
 );
 
 async fn a_cursor_older_than_the_retention_gets_410(backend: Backend) {
@@ -280,9 +278,9 @@ async fn a_cursor_older_than_the_retention_gets_410(backend: Backend) {
     assert!(detail.contains("resync from the events API"), "{detail}");
 }
 
-on_both_backends!(
+test_on_both_backends!(
     a_cursor_older_than_the_retention_answers_410,
-    a_cursor_older_than_the_retention_gets_410
+    backend => a_cursor_older_than_the_retention_gets_410
 );
 
 async fn invalid_parameters_get_400(backend: Backend) {
@@ -309,10 +307,7 @@ async fn invalid_parameters_get_400(backend: Backend) {
     assert_eq!(response.status().as_u16(), 401);
 }
 
-on_both_backends!(
-    invalid_feed_parameters_answer_400,
-    invalid_parameters_get_400
-);
+test_on_both_backends!(invalid_feed_parameters_answer_400, backend => invalid_parameters_get_400);
 
 /// Reads the stream until `count` events arrived; returns their (id, data).
 async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<(String, Value)> {
@@ -375,9 +370,9 @@ async fn the_stream_sends_entries_with_ids_and_resumes(backend: Backend) {
     assert_eq!(again[0].0, events[1].0);
 }
 
-on_both_backends!(
+test_on_both_backends!(
     the_event_stream_sends_ids_and_resumes_from_last_event_id,
-    the_stream_sends_entries_with_ids_and_resumes
+    backend => the_stream_sends_entries_with_ids_and_resumes
 );
 
 /// Reads raw frames (up to each blank line) until `enough` holds of those read
@@ -441,7 +436,7 @@ async fn a_quiet_stream_sends_a_heartbeat_comment_each_interval(backend: Backend
     assert!(event.contains("calendar_connected"), "{event}");
 }
 
-on_both_backends!(
+test_on_both_backends!(
     the_event_stream_sends_a_heartbeat_comment_every_interval,
-    a_quiet_stream_sends_a_heartbeat_comment_each_interval
+    backend => a_quiet_stream_sends_a_heartbeat_comment_each_interval
 );

@@ -15,7 +15,6 @@ use google_client::fakes::FakeGoogleCalendar;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{eventually, on_both_backends};
 use sync_domain::calendar::{
     CalendarApi, CalendarListEntry, EventsPage, EventsQuery, GoogleError, WatchRequest,
     WatchedChannel,
@@ -25,11 +24,11 @@ use sync_domain::ports::{Clock, CredentialStore as _};
 use sync_domain::{ChannelId, ChannelToken, GoogleCalendarId, RefreshToken, ResourceId, UserId};
 use sync_store::Store;
 use sync_store::calendars::NewChannel;
-use sync_store::test_support::{Backend, TestDb};
+use sync_store::test_on_both_backends;
+use sync_store::test_support::{Backend, TestDb, eventually};
 
 const ADMIN: &str = "channels-admin-token-0123456789";
 const BASE: &str = "https://chronos.example.com";
-const WAIT: Duration = Duration::from_secs(20);
 
 /// The configuration of the tests that drive a channel worker without a server.
 fn raw_config(db: &TestDb) -> RawConfig {
@@ -131,24 +130,14 @@ impl TestApp {
 
     /// Waits until the calendar's current channel is not `previous`; returns it.
     async fn wait_for_channel(&self, id: &str, previous: Option<&str>) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually("a new channel", || async {
             let (_, body) = self.calendar(id).await;
-            if let Some(channel) = body["channel"]["id"].as_str()
-                && Some(channel) != previous
-            {
-                return channel.to_owned();
+            match body["channel"]["id"].as_str() {
+                Some(channel) if Some(channel) != previous => Ok(channel.to_owned()),
+                _ => Err(body),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no new channel: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_until(&self, what: &str, mut done: impl FnMut() -> bool) {
-        eventually(what, || std::future::ready(done())).await;
+        })
+        .await
     }
 
     async fn notify(&self, channel: &str, token: &str, state: &str, number: u64) -> u16 {
@@ -196,9 +185,9 @@ fn plain(google: FakeGoogleCalendar) -> Arc<dyn CalendarApi> {
     Arc::new(google)
 }
 
-on_both_backends!(
+test_on_both_backends!(
     connect_then_full_sync_then_channel_exists,
-    connect_then_full_sync_then_channel_exists
+    backend => connect_then_full_sync_then_channel_exists
 );
 async fn connect_then_full_sync_then_channel_exists(backend: Backend) {
     let Some(app) = spawn(backend, plain).await else {
@@ -226,8 +215,7 @@ async fn connect_then_full_sync_then_channel_exists(backend: Backend) {
     assert!(watches[0].request.token.expose().len() >= 43);
 
     // The mirror fills through the sync worker and is listed by the API.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let body = eventually("the events listed", || async {
         let (status, body) = app
             .call(
                 reqwest::Method::GET,
@@ -237,20 +225,20 @@ async fn connect_then_full_sync_then_channel_exists(backend: Backend) {
             .await;
         assert_eq!(status, 200);
         if body["events"].as_array().is_some_and(|e| !e.is_empty()) {
-            assert_eq!(body["events"][0]["id"], "evt1");
-            assert_eq!(body["events"][0]["summary"], "Standup");
-            assert_eq!(
-                body["events"][0]["start"]["dateTime"],
-                "2026-12-01T09:00:00Z"
-            );
-            assert_eq!(body["next_cursor"], Value::Null);
-            break;
+            return Ok(body);
         }
-        assert!(tokio::time::Instant::now() < deadline, "no events: {body}");
         // The server's clock is a fake: let the debounce pass.
         app.clock.advance(Duration::from_millis(100));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(body)
+    })
+    .await;
+    assert_eq!(body["events"][0]["id"], "evt1");
+    assert_eq!(body["events"][0]["summary"], "Standup");
+    assert_eq!(
+        body["events"][0]["start"]["dateTime"],
+        "2026-12-01T09:00:00Z"
+    );
+    assert_eq!(body["next_cursor"], Value::Null);
     let (_, body) = app.calendar(&id).await;
     assert_eq!(body["full_sync_complete"], true, "{body}");
 }
@@ -320,9 +308,9 @@ impl CalendarApi for HandshakeFirst {
     }
 }
 
-on_both_backends!(
+test_on_both_backends!(
     handshake_before_watch_returns_is_accepted,
-    handshake_before_watch_returns_is_accepted
+    backend => handshake_before_watch_returns_is_accepted
 );
 async fn handshake_before_watch_returns_is_accepted(backend: Backend) {
     let webhook = Arc::new(Mutex::new(String::new()));
@@ -345,7 +333,7 @@ async fn handshake_before_watch_returns_is_accepted(backend: Backend) {
     assert_eq!(answers.lock().unwrap().first(), Some(&(200, 401)));
 }
 
-on_both_backends!(renewal_overlaps_then_stops_the_old_channel, renewal_overlap);
+test_on_both_backends!(renewal_overlaps_then_stops_the_old_channel, backend => renewal_overlap);
 async fn renewal_overlap(backend: Backend) {
     let Some(app) = spawn(backend, plain).await else {
         return;
@@ -375,12 +363,14 @@ async fn renewal_overlap(backend: Backend) {
 
     // After the overlap the old channel is stopped; the new one stays.
     app.clock.advance(Duration::from_secs(120));
-    app.wait_until("old channel stopped", || app.stopped() == vec![old.clone()])
-        .await;
+    eventually("old channel stopped", || async {
+        app.stopped() == vec![old.clone()]
+    })
+    .await;
     assert_eq!(app.open(), vec![new]);
 }
 
-on_both_backends!(disconnect_stops_the_channel, disconnect_stops_the_channel);
+test_on_both_backends!(disconnect_stops_the_channel, backend => disconnect_stops_the_channel);
 async fn disconnect_stops_the_channel(backend: Backend) {
     let Some(app) = spawn(backend, plain).await else {
         return;
@@ -410,9 +400,9 @@ async fn disconnect_stops_the_channel(backend: Backend) {
     assert_eq!(app.notify(&channel, "whatever", "exists", 9).await, 200);
 }
 
-on_both_backends!(
+test_on_both_backends!(
     disconnect_when_google_fails_leaves_the_stop_to_the_worker,
-    disconnect_when_google_fails
+    backend => disconnect_when_google_fails
 );
 async fn disconnect_when_google_fails(backend: Backend) {
     let Some(app) = spawn(backend, plain).await else {
@@ -434,14 +424,13 @@ async fn disconnect_when_google_fails(backend: Backend) {
     assert_eq!(status, 204);
     assert_eq!(app.open(), vec![channel.clone()]);
     app.clock.advance(Duration::from_secs(3600));
-    app.wait_until("retried stop", || app.open().is_empty())
-        .await;
+    eventually("retried stop", || async { app.open().is_empty() }).await;
     assert_eq!(app.stopped(), vec![channel]);
 }
 
-on_both_backends!(
+test_on_both_backends!(
     crash_between_watch_and_persist_leaves_no_channel_open,
-    crash_between_watch_and_persist
+    backend => crash_between_watch_and_persist
 );
 async fn crash_between_watch_and_persist(backend: Backend) {
     let Some(app) = spawn(backend, plain).await else {
@@ -483,14 +472,14 @@ async fn crash_between_watch_and_persist(backend: Backend) {
     let current = app.wait_for_channel(&id, None).await;
     assert_ne!(current, "orphan-channel");
     app.clock.advance(Duration::from_secs(16 * 60));
-    app.wait_until("orphan stopped", || {
+    eventually("orphan stopped", || async {
         app.stopped() == vec!["orphan-channel".to_owned()]
     })
     .await;
     assert_eq!(app.open(), vec![current]);
 }
 
-on_both_backends!(push_not_supported_switches_to_polling, push_not_supported);
+test_on_both_backends!(push_not_supported_switches_to_polling, backend => push_not_supported);
 async fn push_not_supported(backend: Backend) {
     let Some(app) = spawn(backend, plain).await else {
         return;
@@ -500,20 +489,20 @@ async fn push_not_supported(backend: Backend) {
     app.google.add_calendar(&user, &primary);
     app.google.set_push_supported(&user, &primary, false);
     let id = app.connect("carol").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let body = eventually("the switch to polling", || async {
         let (_, body) = app.calendar(&id).await;
         if body["push_mode"] == "polling" {
-            assert_eq!(body["channel"], Value::Null);
-            break;
+            Ok(body)
+        } else {
+            Err(body)
         }
-        assert!(tokio::time::Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(body["channel"], Value::Null);
     assert!(app.open().is_empty());
 }
 
-on_both_backends!(two_instances_renew_a_channel_once, two_instances);
+test_on_both_backends!(two_instances_renew_a_channel_once, backend => two_instances);
 async fn two_instances(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
         return;
@@ -608,9 +597,9 @@ impl CalendarApi for LostAnswer {
     }
 }
 
-on_both_backends!(
+test_on_both_backends!(
     a_channel_created_behind_a_lost_answer_is_stopped_within_a_minute,
-    lost_watch_answer
+    backend => lost_watch_answer
 );
 async fn lost_watch_answer(backend: Backend) {
     let Some(app) = spawn(backend, |google| {
@@ -624,7 +613,7 @@ async fn lost_watch_answer(backend: Backend) {
         return;
     };
     let id = app.connect("alice").await;
-    app.wait_until("the watch whose answer was lost", || {
+    eventually("the watch whose answer was lost", || async {
         app.google.watches().len() == 1
     })
     .await;
@@ -636,7 +625,7 @@ async fn lost_watch_answer(backend: Backend) {
     app.clock.advance(Duration::from_secs(60));
     let current = app.wait_for_channel(&id, None).await;
     assert_ne!(current, created[0]);
-    app.wait_until("every channel but the current one stopped", || {
+    eventually("every channel but the current one stopped", || async {
         app.open() == vec![current.clone()]
     })
     .await;
@@ -742,9 +731,9 @@ fn worker_on(
     )
 }
 
-on_both_backends!(
+test_on_both_backends!(
     a_channel_granted_after_the_lease_lapsed_is_not_made_current,
-    lease_lapsed_during_watch
+    backend => lease_lapsed_during_watch
 );
 async fn lease_lapsed_during_watch(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
@@ -798,9 +787,9 @@ async fn lease_lapsed_during_watch(backend: Backend) {
     assert_eq!(open, vec![b_channel.clone()]);
 }
 
-on_both_backends!(
+test_on_both_backends!(
     stopped_channels_are_deleted_after_the_retention,
-    stopped_channel_retention
+    backend => stopped_channel_retention
 );
 async fn stopped_channel_retention(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::google_stub::{API, google_with_one_event, wait_for_list_calls};
 use support::spawn_app_with_configured_google;
-use sync_store::test_support::Backend;
+use sync_store::test_support::{Backend, eventually};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -62,21 +62,14 @@ async fn fake_google() -> MockServer {
 
 /// The body of the first `events.watch` call, once the channel worker made it.
 async fn watch_body(google: &MockServer) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually("an events.watch call", || async {
         let requests = google.received_requests().await.unwrap_or_default();
-        if let Some(watch) = requests
+        requests
             .iter()
             .find(|r| r.url.path().ends_with("/events/watch"))
-        {
-            return serde_json::from_slice(&watch.body).unwrap();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no events.watch call"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .map(|watch| serde_json::from_slice(&watch.body).unwrap())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

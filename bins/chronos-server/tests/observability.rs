@@ -5,12 +5,10 @@
 
 mod support;
 
-use std::time::Duration;
 use support::{ADMIN_TOKEN, spawn_app};
 use sync_domain::ports::SystemClock;
 use sync_domain::{GoogleCalendarId, UserId};
-use sync_store::test_support::Backend;
-use sync_store::test_support::seed_calendar;
+use sync_store::test_support::{Backend, eventually, seed_calendar};
 
 const CHANNEL: &str = "5d9e2b1c-7a4f-4b3e-9c8d-1f2e3a4b5c6d";
 const TOKEN: &str = "observability-channel-token";
@@ -75,15 +73,11 @@ async fn metrics_count_notifications_syncs_and_fleet_state() {
     assert_eq!(app.notify(&wrong).await.status(), 401);
 
     // The sync the accepted notification asked for.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("the sync", || async {
         let state = app.store.calendar(calendar.id).await.unwrap().unwrap();
-        if state.last_sync_at.is_some() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no sync");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        state.last_sync_at.is_some()
+    })
+    .await;
     chronos_server::metrics::sample(&app.store, &SystemClock).await;
 
     let text = metrics(&app).await;

@@ -17,7 +17,7 @@ use support::binary::{chronos, free_port};
 use sync_domain::sync::{ClaimRef, SyncQueue as _};
 use sync_domain::{CalendarId, GoogleCalendarId, UserId};
 use sync_store::Store;
-use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
+use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb, eventually};
 use time::OffsetDateTime;
 
 const ADMIN: &str = "soak-admin-token-0123456789";
@@ -101,18 +101,14 @@ impl Server {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        for _ in 0..400 {
-            if let Ok(response) = http.get(format!("{}/healthz", self.base())).send().await
-                && response.status().is_success()
-            {
-                return;
+        let health = format!("{}/healthz", self.base());
+        eventually("the server to become healthy", || async {
+            match http.get(&health).send().await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                _ => Err(self.log(self.starts)),
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "the server did not become healthy: {}",
-            self.log(self.starts)
-        );
+        })
+        .await;
     }
 
     /// SIGKILL (`Child::kill` on Unix): no drain, no flush.
@@ -511,16 +507,12 @@ async fn postgres_restart_during_load() {
     let id = connect(&http, &server.base()).await;
     let calendar_id = CalendarId::parse(&id).unwrap();
     // Wait for the channel: its id and token are what Google would send.
-    let mut watch = None;
-    for _ in 0..200 {
-        watch = google.calendar().watches().into_iter().next();
+    let watch = eventually("a registered channel and the first sync", || async {
+        let watch = google.calendar().watches().into_iter().next();
         let row = calendar_row(&store, calendar_id).await.unwrap();
-        if watch.is_some() && row.last_sync_at.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let watch = watch.expect("a channel was registered");
+        watch.filter(|_| row.last_sync_at.is_some())
+    })
+    .await;
     let before = calendar_row(&store, calendar_id)
         .await
         .unwrap()
@@ -615,27 +607,20 @@ async fn postgres_restart_during_load() {
     // completed after the last one.
     let last_ack = acknowledged.last().unwrap().4;
     let last_ack_at = OffsetDateTime::now_utc() - last_ack.elapsed();
-    let mut row = None;
-    for _ in 0..200 {
-        row = calendar_row(&store, calendar_id).await;
-        if row
-            .as_ref()
-            .is_some_and(|r| r.last_sync_at.is_some_and(|at| at > last_ack_at))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let row = row.unwrap();
+    let row = eventually(
+        "a sync after the last acknowledged notification",
+        || async {
+            match calendar_row(&store, calendar_id).await {
+                Some(row) if row.last_sync_at.is_some_and(|at| at > last_ack_at) => Ok(row),
+                row => Err(format!("last sync {:?}", row.map(|r| r.last_sync_at))),
+            }
+        },
+    )
+    .await;
     assert_eq!(
         row.sync_request_count - before,
         acknowledged.len() as i64,
         "acknowledged notifications and recorded requests differ"
-    );
-    assert!(
-        row.last_sync_at.is_some_and(|at| at > last_ack_at),
-        "no sync after the last acknowledged notification: {:?}",
-        row.last_sync_at
     );
     server.kill();
     fake.stop().await;
@@ -664,18 +649,12 @@ async fn killed_instances_sync_is_finished_within_seconds(backend: Backend) {
     let mut first = Server::new(&db, &fake);
     first.start(&http).await;
     let calendar_id = CalendarId::parse(&connect(&http, &first.base()).await).unwrap();
-    let mut claimed = false;
-    for _ in 0..200 {
-        if calendar_row(&store, calendar_id)
+    eventually("the first instance to claim the initial sync", || async {
+        calendar_row(&store, calendar_id)
             .await
             .is_some_and(|row| row.sync_state == sync_domain::SyncState::Syncing)
-        {
-            claimed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(claimed, "the first instance claimed the initial sync");
+    })
+    .await;
     let mut survivor = match backend {
         Backend::Postgres => {
             let mut second = Server::new(&db, &fake);
@@ -690,16 +669,14 @@ async fn killed_instances_sync_is_finished_within_seconds(backend: Backend) {
     if survivor.is_none() {
         first.start(&http).await;
     }
-    loop {
+    let finished = eventually("the killed instance's sync to finish", || async {
         let row = calendar_row(&store, calendar_id).await.unwrap();
-        if row.last_sync_at.is_some() {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "the killed instance's sync was not finished within 5 s: {row:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        row.last_sync_at.is_some()
+    });
+    let left = Duration::from_secs(5).saturating_sub(killed.elapsed());
+    if tokio::time::timeout(left, finished).await.is_err() {
+        let row = calendar_row(&store, calendar_id).await.unwrap();
+        panic!("the killed instance's sync was not finished within 5 s: {row:?}");
     }
     println!("{backend:?}: synced {:?} after the kill", killed.elapsed());
     if let Some(second) = survivor.as_mut() {

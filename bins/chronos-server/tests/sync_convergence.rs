@@ -15,7 +15,7 @@ use sync_domain::retry::{Jitter, RetryPolicy};
 use sync_domain::schedule::CoalescingPolicy;
 use sync_domain::sync::{LeasePolicy, PollPolicy};
 use sync_domain::{GoogleCalendarId, RefreshToken, UserId};
-use sync_store::test_support::TestDb;
+use sync_store::test_support::{TestDb, eventually};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -118,8 +118,7 @@ async fn run_case(steps: Vec<Step>) {
         .filter(|e| !e.status.is_cancelled())
         .map(|e| (e.id, e.summary))
         .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually("convergence", || async {
         let row = store.calendar(calendar.id).await.unwrap().unwrap();
         let mirror: BTreeMap<String, Option<String>> = store
             .events_page(calendar.id, 1000, None)
@@ -132,15 +131,15 @@ async fn run_case(steps: Vec<Step>) {
             && row.sync_requested_at.is_none()
             && mirror == expected
         {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "state {} mirror {mirror:?} google {expected:?}",
+                row.sync_state
+            ))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no convergence: state {} mirror {mirror:?} google {expected:?}",
-            row.sync_state
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     shutdown.cancel();
     handle.await.unwrap();
 }

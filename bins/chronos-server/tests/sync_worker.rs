@@ -4,8 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use chronos_server::workers::sync::{SyncOptions, SyncWorker};
 use google_client::fakes::{FakeGoogleCalendar, FakeMethod};
 use std::collections::{BTreeMap, HashSet};
@@ -14,7 +12,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::eventually;
 use sync_domain::calendar::{
     CalendarApi, CalendarListEntry, EventsPage, EventsQuery, GoogleError, WatchRequest,
     WatchedChannel,
@@ -27,7 +24,7 @@ use sync_domain::{ChannelId, GoogleCalendarId, RefreshToken, ResourceId, UserId}
 use sync_store::Store;
 use sync_store::calendars::Calendar;
 use sync_store::test_on_both_backends;
-use sync_store::test_support::execute_sql;
+use sync_store::test_support::{eventually, execute_sql};
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

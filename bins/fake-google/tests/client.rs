@@ -17,6 +17,7 @@ use sync_domain::fakes::InMemoryCredentialStore;
 use sync_domain::ids::{ChannelId, GoogleCalendarId, UserId};
 use sync_domain::ports::{CredentialStore, SystemClock};
 use sync_domain::secret::{ChannelToken, RefreshToken};
+use sync_store::test_support::eventually;
 use url::Url;
 
 const TOKEN: &str = "channel-token-0123456789abcdef";
@@ -105,17 +106,15 @@ fn listener(statuses: Vec<u16>) -> Listener {
 
 impl Listener {
     async fn wait_for(&self, count: usize) -> Vec<HashMap<String, String>> {
-        for _ in 0..200 {
+        eventually(&format!("{count} notifications"), || async {
             let received = self.received.lock().unwrap().clone();
             if received.len() >= count {
-                return received;
+                Ok(received)
+            } else {
+                Err(format!("{received:?}"))
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "expected {count} notifications, got {:?}",
-            self.received.lock().unwrap()
-        );
+        })
+        .await
     }
 }
 
@@ -321,14 +320,15 @@ async fn a_notification_answered_503_is_retried_until_delivered() {
     );
     // The pusher counts a delivery once it has read the 200, which can be
     // just after the receiver saw the request: give it a moment.
-    let mut counters = setup.fake.google.pusher().counters();
-    for _ in 0..100 {
+    let counters = eventually("the second delivery counted", || async {
+        let counters = setup.fake.google.pusher().counters();
         if counters.delivered == 2 {
-            break;
+            Ok(counters)
+        } else {
+            Err(format!("{counters:?}"))
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        counters = setup.fake.google.pusher().counters();
-    }
+    })
+    .await;
     assert_eq!(
         (counters.delivered, counters.retries, counters.failed),
         (2, 2, 0)

@@ -4,6 +4,10 @@
 //!
 //! With `CHRONOS_REQUIRE_POSTGRES=1` (CI), a missing or unreachable PostgreSQL
 //! fails the test instead of skipping it.
+//!
+//! Also what every crate's tests share: [`test_on_both_backends!`] (the one
+//! way to run a test per backend), [`eventually`] (the one way to wait for a
+//! condition) and the seeding helpers the benchmark uses too.
 
 // A test helper fails its test by panicking: that is its error path.
 #![allow(clippy::expect_used, clippy::panic)]
@@ -434,11 +438,31 @@ pub async fn execute_sql(store: &Store, sqlite: &[&str], postgres: &[&str]) {
     ran.expect("running test SQL");
 }
 
-/// Declares a test that runs once per backend, as `NAME::sqlite` and `NAME::postgres`.
-/// The body is an async fn taking a migrated [`Store`].
+/// Runs `body` on a migrated store over a fresh `backend` database (not at
+/// all when PostgreSQL is skipped, see [`TestDb::postgres`]); the database
+/// lives until `body` is done. The store form of [`test_on_both_backends!`].
+pub async fn with_store(backend: Backend, body: impl AsyncFnOnce(Store)) {
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    body(db.store().await).await;
+}
+
+/// Declares a test that runs once per backend, as `NAME::sqlite` and
+/// `NAME::postgres`, for every crate's tests:
+///
+/// - `test_on_both_backends!(name, body)`: `body` is an async fn taking a
+///   migrated [`Store`] on a fresh database ([`with_store`]);
+/// - `test_on_both_backends!(name, backend => body)`: `body` is an async fn
+///   taking the [`Backend`] and building what it needs (a server, a
+///   [`TestDb`], two stores); it skips itself when [`TestDb::new`] (or a
+///   launcher built on it) returns `None`.
+///
+/// The PostgreSQL half is skipped without `CHRONOS_TEST_DATABASE_URL` and
+/// fails when `CHRONOS_REQUIRE_POSTGRES=1` ([`TestDb::postgres`]).
 #[macro_export]
 macro_rules! test_on_both_backends {
-    ($(#[$meta:meta])* $name:ident, $body:expr) => {
+    ($(#[$meta:meta])* $name:ident, backend => $body:expr) => {
         $(#[$meta])*
         mod $name {
             #[allow(unused_imports)]
@@ -446,19 +470,80 @@ macro_rules! test_on_both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let db = $crate::test_support::TestDb::sqlite();
-                let store = db.store().await;
-                ($body)(store).await;
+                ($body)($crate::test_support::Backend::Sqlite).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some(db) = $crate::test_support::TestDb::postgres().await else {
-                    return;
-                };
-                let store = db.store().await;
-                ($body)(store).await;
+                ($body)($crate::test_support::Backend::Postgres).await;
             }
         }
     };
+    ($(#[$meta:meta])* $name:ident, $body:expr) => {
+        $crate::test_on_both_backends!(
+            $(#[$meta])* $name,
+            backend => |backend| $crate::test_support::with_store(backend, $body)
+        );
+    };
+}
+
+/// How long [`eventually`] waits before it fails the test.
+pub const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(20);
+/// How often [`eventually`] checks.
+pub const EVENTUALLY_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// What an [`eventually`] check answers: `true`, `Some(value)` or
+/// `Ok(value)` once it holds; `false`, `None` or `Err(what was seen)` until
+/// then (an `Err` is shown if the wait times out).
+pub trait Outcome {
+    /// What [`eventually`] returns once the check holds.
+    type Value;
+    /// `Ok` once the check holds, else what was seen (may be empty).
+    fn settled(self) -> Result<Self::Value, String>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn settled(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err(String::new()) }
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn settled(self) -> Result<T, String> {
+        self.ok_or_else(String::new)
+    }
+}
+
+impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
+    type Value = T;
+    fn settled(self) -> Result<T, String> {
+        self.map_err(|seen| seen.to_string())
+    }
+}
+
+/// Polls `check` every [`EVENTUALLY_EVERY`] until it holds and returns its
+/// value; fails the test after [`EVENTUALLY`], naming `what` and the last
+/// thing seen. A wait with a tighter bound wraps it in `tokio::time::timeout`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F) -> <Fut::Output as Outcome>::Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+    Fut::Output: Outcome,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        let seen = match check().await.settled() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            if seen.is_empty() {
+                panic!("timed out after {EVENTUALLY:?} waiting for: {what}");
+            }
+            panic!("timed out after {EVENTUALLY:?} waiting for: {what}; last seen: {seen}");
+        }
+        tokio::time::sleep(EVENTUALLY_EVERY).await;
+    }
 }

@@ -12,7 +12,9 @@ use sync_domain::sync::{Claim, FailureAction, PageWrite, PollPolicy, SyncComplet
 use sync_domain::{RefreshToken, UserId};
 use sync_store::Store;
 use sync_store::test_on_both_backends;
-use sync_store::test_support::{CLAIM_LEASE as LEASE, claim_at, connected, me, seed_calendar};
+use sync_store::test_support::{
+    CLAIM_LEASE as LEASE, claim_at, connected, eventually, me, seed_calendar,
+};
 use time::OffsetDateTime;
 
 fn later(ms: i64) -> OffsetDateTime {
@@ -612,19 +614,14 @@ async fn a_dead_instances_claim_is_taken_over_before_its_lease_ends() {
     );
     // Its process dies: the server drops the session, and with it the lock.
     drop(lock);
-    let mut taken = Vec::new();
-    for _ in 0..40 {
-        taken = claim_at(&store, "b", later(1_000), 0).await;
-        if !taken.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        taken.len(),
-        1,
-        "taken over within 2 s, long before the 60 s lease"
-    );
+    let taken = eventually("the dead instance's claim taken over", || async {
+        let taken = claim_at(&store, "b", later(1_000), 0).await;
+        (!taken.is_empty()).then_some(taken)
+    });
+    let taken = tokio::time::timeout(Duration::from_secs(2), taken)
+        .await
+        .expect("taken over within 2 s, long before the 60 s lease");
+    assert_eq!(taken.len(), 1);
     assert!(taken[0].epoch > claimed[0].epoch);
 }
 

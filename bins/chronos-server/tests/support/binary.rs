@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
+use sync_store::test_support::eventually;
 
 /// The binary with a clean environment (`PATH` only) in the working directory `dir`.
 pub fn chronos(dir: &Path) -> Command {
@@ -69,31 +70,26 @@ pub fn output_within(command: &mut Command, secs: u64) -> (Output, bool) {
 }
 
 /// Waits until `url` answers a 2xx (`/healthz`: the server listens; `/readyz`:
-/// its database answers too); fails the test after [`super::EVENTUALLY`].
+/// its database answers too); fails the test after
+/// [`EVENTUALLY`](sync_store::test_support::EVENTUALLY).
 pub async fn wait_until_ok(http: &reqwest::Client, url: &str) {
-    super::eventually(&format!("{url} to answer 2xx"), || {
+    eventually(&format!("{url} to answer 2xx"), || {
         let response = http.get(url).send();
         async move { response.await.is_ok_and(|r| r.status().is_success()) }
     })
     .await;
 }
 
-/// SIGTERM, then the exit status once the drain is done (at most 20 s).
+/// SIGTERM, then the exit status once the drain is done (at most
+/// [`EVENTUALLY`](sync_store::test_support::EVENTUALLY)).
 pub async fn terminate(server: &mut KillOnDrop) -> ExitStatus {
     let status = Command::new("kill")
         .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(exit) = server.0.try_wait().unwrap() {
-            return exit;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running 20 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the exit after SIGTERM", || {
+        std::future::ready(server.0.try_wait().unwrap())
+    })
+    .await
 }

@@ -2,7 +2,7 @@
 //! (`spawn_app_with_configured_google`, or the built binary).
 
 use serde_json::json;
-use std::time::Duration;
+use sync_store::test_support::eventually;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -40,22 +40,19 @@ pub async fn google_with_one_event(access_token: &str) -> MockServer {
 }
 
 /// Waits until `google` received `at_least` `events.list` calls; fails the
-/// test after [`super::EVENTUALLY`].
+/// test after [`EVENTUALLY`](sync_store::test_support::EVENTUALLY).
 pub async fn wait_for_list_calls(google: &MockServer, at_least: usize) {
-    let deadline = tokio::time::Instant::now() + super::EVENTUALLY;
-    loop {
+    eventually(&format!("{at_least} events.list calls"), || async {
         let requests = google.received_requests().await.unwrap_or_default();
         let lists = requests
             .iter()
             .filter(|r| r.method.as_str() == "GET" && r.url.path().ends_with("/events"))
             .count();
         if lists >= at_least {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{lists} calls"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {lists} events.list calls"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }

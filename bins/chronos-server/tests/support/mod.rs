@@ -4,7 +4,9 @@
 //!
 //! Not every test binary uses every helper, hence `dead_code` allowed:
 //! [`binary`] runs the built binary as a subprocess, [`google_stub`] is a
-//! wiremock Google for the real client.
+//! wiremock Google for the real client. Tests run per backend with
+//! `sync_store::test_on_both_backends!` (its `backend =>` form) and wait with
+//! `sync_store::test_support::eventually`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binary;
@@ -13,54 +15,9 @@ pub mod google_stub;
 use chronos_server::app::{Application, Overrides};
 use chronos_server::config::RawConfig;
 use google_client::fakes::FakeGoogleCalendar;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use sync_store::Store;
 use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb};
-
-/// How long a test waits for something to happen before it fails.
-pub const EVENTUALLY: Duration = Duration::from_secs(20);
-
-/// Polls `check` until it holds; fails the test, naming `what`, after [`EVENTUALLY`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Declares a server test that runs once per backend, as `NAME::sqlite` and
-/// `NAME::postgres`: `on_both_backends!(name, body)` with `async fn body(backend: Backend)`
-/// (a body that needs PostgreSQL skips itself when `spawn_app` returns `None`).
-/// Store-level tests use `sync_store::test_on_both_backends!`, which hands the body a `Store`.
-// Not every test binary that includes `support` declares such tests.
-#[allow(unused_macros)]
-macro_rules! on_both_backends {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$body(::sync_store::test_support::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$body(::sync_store::test_support::Backend::Postgres).await;
-            }
-        }
-    };
-}
-#[allow(unused_imports)]
-pub(crate) use on_both_backends;
 
 /// The admin token every test server uses.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
