@@ -9,6 +9,7 @@ use std::time::Duration;
 use support::binary::{
     KillOnDrop, chronos, free_port, output_within, spawn_logging_to, terminate, wait_until_ok,
 };
+use sync_store::test_on_both_backends;
 use sync_store::test_support::{Backend, TEST_ENCRYPTION_KEY, TestDb, eventually, seed_calendar};
 
 const CHANNEL: &str = "0d6c1a52-8a7e-4d8e-b3c1-6b0f4f0e9c21";
@@ -236,15 +237,7 @@ async fn set_credentials_reads_the_token_from_stdin(backend: Backend) {
     assert_eq!(stored.refresh_token.expose(), "1//refresh-from-stdin");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_set_credentials_reads_the_token_from_stdin_on_sqlite() {
-    set_credentials_reads_the_token_from_stdin(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn users_set_credentials_reads_the_token_from_stdin_on_postgres() {
-    set_credentials_reads_the_token_from_stdin(Backend::Postgres).await;
-}
+test_on_both_backends!(users_set_credentials_reads_the_token_from_stdin, backend => set_credentials_reads_the_token_from_stdin);
 
 /// Creates the SQLite database the CLI finds in `dir`.
 fn migrate_in(dir: &std::path::Path) {
@@ -302,15 +295,7 @@ async fn disconnect_without_google_settings_leaves_the_stop(backend: Backend) {
     assert!(store.calendar(calendar.id).await.unwrap().is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calendars_disconnect_without_google_settings_leaves_the_stop_to_the_server_on_sqlite() {
-    disconnect_without_google_settings_leaves_the_stop(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calendars_disconnect_without_google_settings_leaves_the_stop_to_the_server_on_postgres() {
-    disconnect_without_google_settings_leaves_the_stop(Backend::Postgres).await;
-}
+test_on_both_backends!(calendars_disconnect_without_google_settings_leaves_the_stop_to_the_server, backend => disconnect_without_google_settings_leaves_the_stop);
 
 /// A server on a fresh SQLite database in `dir`, its output in `dir/server-PORT.log`.
 fn serve_in(dir: &std::path::Path, port: u16) -> KillOnDrop {
@@ -487,15 +472,7 @@ async fn request_survives_kill_9(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_request_survives_kill_9_on_sqlite() {
-    request_survives_kill_9(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_request_survives_kill_9_on_postgres() {
-    request_survives_kill_9(Backend::Postgres).await;
-}
+test_on_both_backends!(acknowledged_request_survives_kill_9, backend => request_survives_kill_9);
 
 /// SIGTERM drains and exits cleanly (SPEC section 8), and a request sent just
 /// before it is still answered.
@@ -686,15 +663,7 @@ async fn tail_from_start_prints_every_kept_entry(backend: Backend) {
     assert!(third.contains(&format!("calendar={c}")), "{third}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_tail_from_start_prints_every_kept_entry_then_follows_on_sqlite() {
-    tail_from_start_prints_every_kept_entry(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_tail_from_start_prints_every_kept_entry_then_follows_on_postgres() {
-    tail_from_start_prints_every_kept_entry(Backend::Postgres).await;
-}
+test_on_both_backends!(changes_tail_from_start_prints_every_kept_entry_then_follows, backend => tail_from_start_prints_every_kept_entry);
 
 async fn tail_of_one_calendar_prints_only_its_entries(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
@@ -727,15 +696,7 @@ async fn tail_of_one_calendar_prints_only_its_entries(backend: Backend) {
     assert!(tail.within(Duration::from_millis(500)).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_tail_of_one_calendar_prints_only_its_entries_on_sqlite() {
-    tail_of_one_calendar_prints_only_its_entries(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_tail_of_one_calendar_prints_only_its_entries_on_postgres() {
-    tail_of_one_calendar_prints_only_its_entries(Backend::Postgres).await;
-}
+test_on_both_backends!(changes_tail_of_one_calendar_prints_only_its_entries, backend => tail_of_one_calendar_prints_only_its_entries);
 
 async fn tail_without_from_start_begins_at_now(backend: Backend) {
     let Some(db) = TestDb::new(backend).await else {
@@ -762,15 +723,7 @@ async fn tail_without_from_start_begins_at_now(backend: Backend) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_tail_without_from_start_begins_at_now_on_sqlite() {
-    tail_without_from_start_begins_at_now(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_tail_without_from_start_begins_at_now_on_postgres() {
-    tail_without_from_start_begins_at_now(Backend::Postgres).await;
-}
+test_on_both_backends!(changes_tail_without_from_start_begins_at_now, backend => tail_without_from_start_begins_at_now);
 
 #[test]
 fn changes_tail_names_a_calendar_that_is_not_a_uuid() {

@@ -8,6 +8,7 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::Duration;
 use support::spawn_app;
+use sync_store::test_on_both_backends;
 use sync_store::test_support::Backend;
 use sync_store::test_support::seed_calendar;
 
@@ -96,15 +97,7 @@ async fn hostile_headers(backend: Backend) {
     assert_eq!(app.store.calendars(None).await.unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_headers_never_get_5xx_on_sqlite() {
-    hostile_headers(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_headers_never_get_5xx_on_postgres() {
-    hostile_headers(Backend::Postgres).await;
-}
+test_on_both_backends!(hostile_headers_never_get_5xx, backend => hostile_headers);
 
 /// The channel token and the admin bearer token are compared with the
 /// `constant_time_eq` crate, never with `==` on the secret.

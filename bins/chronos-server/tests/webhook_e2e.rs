@@ -6,6 +6,7 @@ mod support;
 
 use serde_json::Value;
 use support::{TestApp, spawn_app};
+use sync_store::test_on_both_backends;
 use sync_store::test_support::Backend;
 use sync_store::test_support::seed_calendar;
 
@@ -151,15 +152,7 @@ async fn every_row_of_the_table(backend: Backend) {
     assert_eq!(alive.status().as_u16(), 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_webhook_row_over_http_on_sqlite() {
-    every_row_of_the_table(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_webhook_row_over_http_on_postgres() {
-    every_row_of_the_table(Backend::Postgres).await;
-}
+test_on_both_backends!(every_webhook_row_over_http, backend => every_row_of_the_table);
 
 async fn orphaned_channel(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -191,15 +184,7 @@ async fn orphaned_channel(backend: Backend) {
     assert_eq!(after.sync_request_count, before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphaned_channel_records_nothing_on_sqlite() {
-    orphaned_channel(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphaned_channel_records_nothing_on_postgres() {
-    orphaned_channel(Backend::Postgres).await;
-}
+test_on_both_backends!(orphaned_channel_records_nothing, backend => orphaned_channel);
 
 /// The database vanishing under a running server: 503 with `Retry-After`, never
 /// a 200 that could lose the notification, and `/readyz` says so.
