@@ -20,7 +20,7 @@ pub struct Store {
     pub(crate) readers: DbPool,
     /// Where the webhook's group commit writes: connections of its own on
     /// PostgreSQL, the one writer (the pool itself) on SQLite.
-    writers: DbPool,
+    pub(crate) writers: DbPool,
     pub(crate) cipher: CredentialCipher,
     pub(crate) clock: Arc<dyn Clock>,
     /// Where lease times come from (see [`LeaseClock`]).

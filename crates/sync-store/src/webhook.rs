@@ -91,7 +91,7 @@ impl Store {
     ) -> Result<RecordOutcome, StoreError> {
         match self.group_commit().submit(request.clone()).await {
             Some(outcome) => outcome,
-            None => write_batch(&self.pool, std::slice::from_ref(request))
+            None => write_batch(&self.writers, std::slice::from_ref(request))
                 .await
                 .map(|mut outcomes| outcomes.pop().unwrap_or(RecordOutcome::CalendarGone)),
         }

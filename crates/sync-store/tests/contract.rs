@@ -473,6 +473,34 @@ async fn a_webhook_write_does_not_wait_for_an_open_page_transaction() {
     page.batch_execute("ROLLBACK").await.unwrap();
 }
 
+/// PostgreSQL: the webhook's writer has connections of its own, so a pool
+/// emptied by syncs (every connection checked out) does not hold up a batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_write_does_not_wait_for_a_pool_the_syncs_hold() {
+    let Some(db) = sync_store::test_support::TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+    consume_pending_request(&store, calendar.id).await; // a sync claimed it
+    let sync_store::DbPool::Postgres(pool) = store.pool() else {
+        panic!("a PostgreSQL test database");
+    };
+    let mut held = Vec::new();
+    for _ in 0..pool.status().max_size {
+        held.push(pool.get().await.unwrap());
+    }
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.record_sync_request(&request(calendar.id, "chan-1", Some(1))),
+    )
+    .await
+    .expect("the webhook write waited for the syncs' pool")
+    .unwrap();
+    assert_eq!(outcome, RecordOutcome::Recorded);
+    drop(held);
+}
+
 /// SQLite: another process holding the write lock stands for a database that
 /// stops answering; the write is refused as unavailable (503 upstream)
 /// within the group commit's bound instead of hanging.
