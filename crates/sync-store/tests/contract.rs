@@ -476,7 +476,7 @@ async fn a_webhook_write_does_not_wait_for_an_open_page_transaction() {
 /// PostgreSQL: the webhook's writer has connections of its own, so a pool
 /// emptied by syncs (every connection checked out) does not hold up a batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_write_does_not_wait_for_a_pool_the_syncs_hold() {
+async fn a_webhook_write_does_not_wait_for_a_pool_the_syncs_hold_on_postgres() {
     let Some(db) = sync_store::test_support::TestDb::postgres().await else {
         return;
     };
