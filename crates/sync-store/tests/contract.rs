@@ -437,6 +437,21 @@ test_on_both_backends!(
     }
 );
 
+/// A PostgreSQL store (with its database, kept alive by the caller) holding
+/// one calendar on channel `chan-1` whose pending request a sync has claimed;
+/// `None` when PostgreSQL is skipped.
+async fn claimed_calendar_on_postgres() -> Option<(
+    sync_store::test_support::TestDb,
+    Store,
+    sync_store::calendars::Calendar,
+)> {
+    let db = sync_store::test_support::TestDb::postgres().await?;
+    let store = db.store().await;
+    let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+    consume_pending_request(&store, calendar.id).await; // a sync claimed it
+    Some((db, store, calendar))
+}
+
 /// PostgreSQL: a sync's page transaction locks the calendar's state row for as
 /// long as it upserts; the webhook writes only `sync_requests`, so it answers
 /// meanwhile. (SQLite has one writer connection: there the webhook's batch
@@ -444,12 +459,9 @@ test_on_both_backends!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_write_does_not_wait_for_an_open_page_transaction() {
     use diesel_async::{AsyncConnection as _, RunQueryDsl as _, SimpleAsyncConnection as _};
-    let Some(db) = sync_store::test_support::TestDb::postgres().await else {
+    let Some((_db, store, calendar)) = claimed_calendar_on_postgres().await else {
         return;
     };
-    let store = db.store().await;
-    let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
-    consume_pending_request(&store, calendar.id).await; // a sync claimed it
     let sync_store::DatabaseUrl::Postgres(raw) = store.url() else {
         panic!("a PostgreSQL test database");
     };
@@ -477,12 +489,9 @@ async fn a_webhook_write_does_not_wait_for_an_open_page_transaction() {
 /// emptied by syncs (every connection checked out) does not hold up a batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_write_does_not_wait_for_a_pool_the_syncs_hold_on_postgres() {
-    let Some(db) = sync_store::test_support::TestDb::postgres().await else {
+    let Some((_db, store, calendar)) = claimed_calendar_on_postgres().await else {
         return;
     };
-    let store = db.store().await;
-    let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
-    consume_pending_request(&store, calendar.id).await; // a sync claimed it
     let sync_store::DbPool::Postgres(pool) = store.pool() else {
         panic!("a PostgreSQL test database");
     };
