@@ -2,12 +2,13 @@
 //! that change the mirror or a calendar's state, read by [`ChangeFeed`].
 //!
 //! Writes: every writer calls one method of [`ChangeLog`] on the connection of
-//! its open transaction, after taking the row locks it needs and as late as it
-//! can; on PostgreSQL a sync page's upsert appends its entries in the same
-//! statement ([`logging_upsert_sql`], after [`ChangeLog::lock_positions`]). On PostgreSQL the first append of a transaction takes
-//! [`POSITION_LOCK`], a transaction-scoped advisory lock held until commit, so
-//! positions (an identity column) are taken and made visible in the same order:
-//! a reader that has seen position P can never later see a smaller one (see
+//! its open transaction, after its own writes and row locks, as late as it
+//! can. A sync page's events go in rows of up to [`EVENTS_PER_ROW`] entries
+//! (one position each), other entries one to a row. On PostgreSQL the first
+//! append of a transaction takes [`POSITION_LOCK`], a transaction-scoped
+//! advisory lock held until commit, and positions are allocated under it from
+//! the head, so they are taken and made visible in the same order: a reader
+//! that has seen position P can never later see a smaller one (see
 //! `docs/change-feed.md`). It also queues `NOTIFY chronos_changes`, delivered
 //! at commit, which wakes long polls on every instance ([`Store::listen_for_changes`]).
 //! SQLite has one writer: its positions are in commit order already.
@@ -45,26 +46,76 @@ pub const POSITION_LOCK: i64 = 0x0043_6872_6f6e_6366;
 /// How long the PostgreSQL listener waits before reconnecting.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
+/// Entries per `change_log` row of a page's events: a page of 2,500 events is
+/// ten rows rather than 2,500, which made the log cost the sync 30% of its
+/// throughput (a heap tuple, three index entries and an identity value per
+/// event; `docs/change-feed.md`), while a reader that wants one entry parses
+/// at most this many.
+pub const EVENTS_PER_ROW: usize = 250;
+
+/// `change_log.kind` of a row holding a page's events (`entries`).
+const BATCH_KIND: &str = "event_batch";
+
+/// The position after which the next entry goes: the last position of the
+/// newest row, else the last one retention removed. Read under the position
+/// lock (PostgreSQL) or by SQLite's one writer, so no two writers take the same.
+const HEAD_SQL: &str = "COALESCE((SELECT last_position FROM change_log ORDER BY position DESC LIMIT 1), \
+     (SELECT pruned_through FROM change_feed_state WHERE id = 1), 0)";
+
+/// One event a sync page wrote to the mirror, as its entry records it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoggedEvent<'a> {
+    pub event_id: &'a str,
+    pub status: EventStatus,
+    /// The event resource as stored in the mirror (valid JSON).
+    pub raw_json: &'a str,
+}
+
+/// One entry of a batch row's `entries` (its JSON array).
+#[derive(serde::Deserialize)]
+struct BatchItem {
+    kind: String,
+    event_id: String,
+    event: serde_json::Value,
+}
+
+/// The `entries` JSON of `events`, in their order; each event's JSON is copied
+/// as it is, not parsed again.
+fn batch_json(events: &[&LoggedEvent<'_>]) -> String {
+    let size: usize = events.iter().map(|e| e.raw_json.len() + 64).sum();
+    let mut json = String::with_capacity(size + 2);
+    json.push('[');
+    for (n, event) in events.iter().enumerate() {
+        if n > 0 {
+            json.push(',');
+        }
+        let kind = ChangeKind::for_event_status(event.status).as_str();
+        let id = serde_json::Value::from(event.event_id).to_string();
+        json.push_str(&format!(
+            "{{\"kind\":\"{kind}\",\"event_id\":{id},\"event\":{}}}",
+            event.raw_json
+        ));
+    }
+    json.push(']');
+    json
+}
+
 /// Appends to `change_log` on the connection of an open transaction.
 pub(crate) trait ChangeLog {
-    /// The page's events as written to the mirror (by id), then, when the
-    /// page ends a full resync (`sweep_below`), removals of the rows older than
-    /// that generation (call before they are deleted), then, when the page
+    /// The page's events as written to the mirror, then, when the page ends a
+    /// full resync (`sweep_below`), removals of the rows older than that
+    /// generation (call before they are deleted), then, when the page
     /// completes the calendar's first full sync, that transition (call before
-    /// `full_sync_complete` is set).
+    /// `full_sync_complete` is set). Call after the page's own writes: the
+    /// position lock is held from here to the commit.
     async fn log_page(
         &mut self,
         calendar: &str,
-        event_ids: &[&str],
+        events: &[LoggedEvent<'_>],
         sweep_below: Option<i64>,
         completing: bool,
         at: PrimitiveDateTime,
     ) -> QueryResult<()>;
-
-    /// Takes the position lock for this transaction's appends (PostgreSQL; a
-    /// no-op on SQLite). [`Self::log_page`] takes it itself; a statement that
-    /// appends on its own ([`logging_upsert_sql`]) needs it first.
-    async fn lock_positions(&mut self) -> QueryResult<()>;
 
     /// One `kind` entry for each of `calendars` that still exists.
     async fn log_transition(
@@ -83,26 +134,22 @@ fn bind_list(from: usize, count: usize) -> String {
         .join(", ")
 }
 
-const INSERT: &str =
-    "INSERT INTO change_log (calendar_id, user_id, kind, event_id, event_json, at) ";
-
-/// PostgreSQL: a page's upsert (`upsert`, ending in its conflict clause) that
-/// appends the page's entries itself, from the rows it wrote (`RETURNING`),
-/// so the entries are not read back by id. `$at` and `$calendar` are the
-/// entries' time and the calendar, as placeholders after the upsert's own. The
-/// caller takes the position lock first ([`ChangeLog::lock_positions`]) and
-/// then calls [`ChangeLog::log_page`] without event ids.
-pub(crate) fn logging_upsert_sql(upsert: &str, calendar: &str, at: &str) -> String {
+/// Appends one entry per row of `select`, numbered in `order` from the head.
+/// `select` names its columns `calendar_id, user_id, kind, event_id,
+/// event_json, at` and may use `ORDER BY`-free `FROM … WHERE …`.
+fn append_sql(select: &str, order: &str) -> String {
     format!(
-        "WITH up AS ({upsert} RETURNING calendar_id, event_id, status, raw_json) \
-         {INSERT}SELECT up.calendar_id, cs.user_id, \
-         CASE WHEN up.status = '{cancelled}' THEN '{event_cancelled}' ELSE '{event_changed}' END, \
-         up.event_id, up.raw_json, {at} \
-         FROM up JOIN calendar_sync_state cs ON cs.id = {calendar} ORDER BY up.event_id",
-        cancelled = EventStatus::Cancelled,
-        event_cancelled = ChangeKind::for_event_status(EventStatus::Cancelled).as_str(),
-        event_changed = ChangeKind::EventChanged.as_str(),
+        "INSERT INTO change_log (position, last_position, calendar_id, user_id, kind, event_id, event_json, at) \
+         SELECT h.head + s.n, h.head + s.n, s.calendar_id, s.user_id, s.kind, s.event_id, s.event_json, s.at \
+         FROM (SELECT row_number() OVER (ORDER BY {order}) AS n, {select}) s \
+         CROSS JOIN (SELECT {HEAD_SQL} AS head) h ORDER BY s.n"
     )
+}
+
+#[derive(QueryableByName)]
+struct Head {
+    #[diesel(sql_type = BigInt)]
+    head: i64,
 }
 
 macro_rules! impl_change_log {
@@ -111,47 +158,63 @@ macro_rules! impl_change_log {
             async fn log_page(
                 &mut self,
                 calendar: &str,
-                event_ids: &[&str],
+                events: &[LoggedEvent<'_>],
                 sweep_below: Option<i64>,
                 completing: bool,
                 at: PrimitiveDateTime,
             ) -> QueryResult<()> {
-                if event_ids.is_empty() && sweep_below.is_none() && !completing {
+                if events.is_empty() && sweep_below.is_none() && !completing {
                     return Ok(());
                 }
                 take_position_lock!(self, $dialect);
-                if !event_ids.is_empty() {
-                    let sql = $dialect.placeholders(
-                        &format!(
-                            "{INSERT}SELECT ce.calendar_id, cs.user_id, \
-                             CASE WHEN ce.status = '{cancelled}' THEN '{event_cancelled}' ELSE '{event_changed}' END, \
-                             ce.event_id, ce.raw_json, $2 \
-                             FROM calendar_events ce JOIN calendar_sync_state cs ON cs.id = ce.calendar_id \
-                             WHERE ce.calendar_id = $1 AND ce.event_id IN ({}) ORDER BY ce.event_id",
-                            bind_list(3, event_ids.len()),
-                            cancelled = EventStatus::Cancelled,
-                            event_cancelled = ChangeKind::for_event_status(EventStatus::Cancelled).as_str(),
-                            event_changed = ChangeKind::EventChanged.as_str(),
-                        ),
-                    );
+                if !events.is_empty() {
+                    let mut sorted: Vec<&LoggedEvent<'_>> = events.iter().collect();
+                    sorted.sort_unstable_by(|a, b| a.event_id.cmp(b.event_id));
+                    let head = diesel::sql_query(format!("SELECT {HEAD_SQL} AS head"))
+                        .get_result::<Head>(self)
+                        .await?
+                        .head;
+                    let rows: Vec<&[&LoggedEvent<'_>]> = sorted.chunks(EVENTS_PER_ROW).collect();
+                    let values = (0..rows.len())
+                        .map(|row| {
+                            let n = 3 + row * 3;
+                            format!("(${n}, ${}, ${})", n + 1, n + 2)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let sql = $dialect.placeholders(&format!(
+                        "INSERT INTO change_log (position, last_position, calendar_id, user_id, kind, \
+                         event_id, event_json, entries, at) \
+                         SELECT v.column1, v.column2, cs.id, cs.user_id, '{BATCH_KIND}', NULL, NULL, \
+                         v.column3, $2 FROM (VALUES {values}) v CROSS JOIN calendar_sync_state cs \
+                         WHERE cs.id = $1 ORDER BY v.column1"
+                    ));
                     let mut query = diesel::sql_query(sql)
                         .into_boxed()
                         .bind::<Text, _>(calendar)
                         .bind::<Timestamp, _>(at);
-                    for id in event_ids {
-                        query = query.bind::<Text, _>(*id);
+                    let mut next = head;
+                    for row in &rows {
+                        let first = next + 1;
+                        next += i64::try_from(row.len()).unwrap_or(i64::MAX);
+                        query = query
+                            .bind::<BigInt, _>(first)
+                            .bind::<BigInt, _>(next)
+                            .bind::<Text, _>(batch_json(row));
                     }
                     query.execute(self).await?;
                 }
                 if let Some(generation) = sweep_below {
-                    let sql = $dialect.placeholders(
+                    let sql = $dialect.placeholders(&append_sql(
                         &format!(
-                            "{INSERT}SELECT ce.calendar_id, cs.user_id, '{removed}', ce.event_id, NULL, $2 \
+                            "ce.calendar_id AS calendar_id, cs.user_id AS user_id, '{removed}' AS kind, \
+                             ce.event_id AS event_id, NULL AS event_json, $2 AS at \
                              FROM calendar_events ce JOIN calendar_sync_state cs ON cs.id = ce.calendar_id \
-                             WHERE ce.calendar_id = $1 AND ce.sync_generation < $3 ORDER BY ce.event_id",
+                             WHERE ce.calendar_id = $1 AND ce.sync_generation < $3",
                             removed = ChangeKind::EventRemoved.as_str(),
                         ),
-                    );
+                        "ce.event_id",
+                    ));
                     diesel::sql_query(sql)
                         .bind::<Text, _>(calendar)
                         .bind::<Timestamp, _>(at)
@@ -160,24 +223,21 @@ macro_rules! impl_change_log {
                         .await?;
                 }
                 if completing {
-                    let sql = $dialect.placeholders(
+                    let sql = $dialect.placeholders(&append_sql(
                         &format!(
-                            "{INSERT}SELECT id, user_id, '{complete}', NULL, NULL, $2 \
+                            "id AS calendar_id, user_id AS user_id, '{complete}' AS kind, \
+                             NULL AS event_id, NULL AS event_json, $2 AS at \
                              FROM calendar_sync_state WHERE id = $1 AND NOT full_sync_complete",
                             complete = ChangeKind::CalendarFullSyncComplete.as_str(),
                         ),
-                    );
+                        "id",
+                    ));
                     diesel::sql_query(sql)
                         .bind::<Text, _>(calendar)
                         .bind::<Timestamp, _>(at)
                         .execute(self)
                         .await?;
                 }
-                Ok(())
-            }
-
-            async fn lock_positions(&mut self) -> QueryResult<()> {
-                take_position_lock!(self, $dialect);
                 Ok(())
             }
 
@@ -191,13 +251,15 @@ macro_rules! impl_change_log {
                     return Ok(());
                 }
                 take_position_lock!(self, $dialect);
-                let sql = $dialect.placeholders(
+                let sql = $dialect.placeholders(&append_sql(
                     &format!(
-                        "{INSERT}SELECT id, user_id, $1, NULL, NULL, $2 \
-                         FROM calendar_sync_state WHERE id IN ({}) ORDER BY id",
+                        "id AS calendar_id, user_id AS user_id, $1 AS kind, NULL AS event_id, \
+                         NULL AS event_json, $2 AS at \
+                         FROM calendar_sync_state WHERE id IN ({})",
                         bind_list(3, calendars.len())
                     ),
-                );
+                    "id",
+                ));
                 let mut query = diesel::sql_query(sql)
                     .into_boxed()
                     .bind::<Text, _>(kind.as_str())
@@ -234,14 +296,53 @@ type LogRow = (
     Option<String>,
     Option<String>,
     PrimitiveDateTime,
+    i64,
+    Option<String>,
 );
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Query(format!("change_log {what}: {error}").into())
 }
 
-fn entry(row: LogRow) -> Result<ChangeEntry, StoreError> {
-    let (position, calendar_id, user_id, kind, event_id, event_json, at) = row;
+/// The entries of one row after `after`, at most `limit` of them: a batch
+/// row's events (one position each, from `position`) or the row's one entry.
+fn entries(row: LogRow, after: i64, limit: usize) -> Result<Vec<ChangeEntry>, StoreError> {
+    let (position, calendar_id, user_id, kind, event_id, event_json, at, _, batch) = row;
+    let calendar_id = CalendarId::parse(&calendar_id).map_err(|e| corrupt("calendar_id", e))?;
+    let at = from_db(at);
+    if kind == BATCH_KIND {
+        let items: Vec<BatchItem> = serde_json::from_str(batch.as_deref().unwrap_or("[]"))
+            .map_err(|e| corrupt("entries", e))?;
+        let mut out = Vec::new();
+        for (offset, item) in (0_i64..).zip(items) {
+            let cursor = position + offset;
+            if cursor <= after {
+                continue;
+            }
+            if out.len() >= limit {
+                break;
+            }
+            let kind = ChangeKind::parse(&item.kind)
+                .filter(|k| k.is_event())
+                .ok_or_else(|| corrupt("entries kind", &item.kind))?;
+            out.push(ChangeEntry {
+                cursor: ChangeCursor::at(cursor),
+                calendar_id,
+                user_id: user_id.clone(),
+                kind,
+                at,
+                event: EventState::Present(Box::new(EventView::from_google_json(
+                    &item.event_id,
+                    &item.event,
+                ))),
+                event_id: Some(item.event_id),
+            });
+        }
+        return Ok(out);
+    }
+    if position <= after || limit == 0 {
+        return Ok(Vec::new());
+    }
     let kind = ChangeKind::parse(&kind).ok_or_else(|| corrupt("kind", &kind))?;
     let event = match (kind.is_event(), &event_id, event_json) {
         (false, _, _) => EventState::NotAnEvent,
@@ -252,15 +353,32 @@ fn entry(row: LogRow) -> Result<ChangeEntry, StoreError> {
         }
         (true, _, _) => EventState::Removed,
     };
-    Ok(ChangeEntry {
+    Ok(vec![ChangeEntry {
         cursor: ChangeCursor::at(position),
-        calendar_id: CalendarId::parse(&calendar_id).map_err(|e| corrupt("calendar_id", e))?,
+        calendar_id,
         user_id,
         kind,
-        at: from_db(at),
+        at,
         event_id: event_id.filter(|_| kind.is_event()),
         event,
-    })
+    }])
+}
+
+/// How far before an entry's position its row may start.
+const ROW_SPAN: i64 = EVENTS_PER_ROW as i64;
+
+/// The last position of the newest row (`None`: the table is empty), on
+/// either backend's connection.
+macro_rules! newest_position {
+    ($conn:expr) => {
+        cl::table
+            .select(cl::last_position)
+            .order(cl::position.desc())
+            .first::<i64>($conn)
+            .await
+            .optional()
+            .map_err(query_error)?
+    };
 }
 
 /// The feed's size, for metrics.
@@ -281,11 +399,7 @@ impl Store {
     /// The feed's head (every position up to it is final), as a cursor.
     async fn change_head(&self) -> Result<ChangeCursor, StoreError> {
         let (head, pruned): (Option<i64>, i64) = with_conn!(&self.pool, |conn| {
-            let head = cl::table
-                .select(diesel::dsl::max(cl::position))
-                .first::<Option<i64>>(conn)
-                .await
-                .map_err(query_error)?;
+            let head = newest_position!(conn);
             let pruned = fs::table
                 .select(fs::pruned_through)
                 .first::<i64>(conn)
@@ -312,13 +426,13 @@ impl Store {
         let user = query.user_id.as_ref().map(|u| u.as_str().to_owned());
         let (head, rows, pruned): (Option<i64>, Vec<LogRow>, i64) =
             with_conn!(&self.pool, |conn| {
-                let head = cl::table
-                    .select(diesel::dsl::max(cl::position))
-                    .first::<Option<i64>>(conn)
-                    .await
-                    .map_err(query_error)?;
+                let head = newest_position!(conn);
+                // A row may start up to `EVENTS_PER_ROW - 1` positions before
+                // an entry after `after`: the first bound keeps the scan on the
+                // primary key, the second drops the rows read already.
                 let mut rows = cl::table
-                    .filter(cl::position.gt(after.position()))
+                    .filter(cl::position.gt(after.position().saturating_sub(ROW_SPAN)))
+                    .filter(cl::last_position.gt(after.position()))
                     .filter(cl::position.le(head.unwrap_or(0)))
                     .select((
                         cl::position,
@@ -328,6 +442,8 @@ impl Store {
                         cl::event_id,
                         cl::event_json,
                         cl::at,
+                        cl::last_position,
+                        cl::entries,
                     ))
                     .order(cl::position.asc())
                     .limit(limit)
@@ -350,8 +466,15 @@ impl Store {
         if cursor_expired(after, oldest) {
             return Err(ChangeFeedError::Expired { after, oldest });
         }
-        let full = rows.len() >= usize::try_from(limit).unwrap_or(usize::MAX);
-        let changes = rows.into_iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        // Every row holds at least one entry after `after`, so `limit` rows
+        // make a full page; fewer rows mean everything up to the head was read.
+        let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut changes = Vec::new();
+        for row in rows {
+            let room = wanted.saturating_sub(changes.len());
+            changes.extend(entries(row, after.position(), room)?);
+        }
+        let full = changes.len() >= wanted;
         let head = ChangeCursor::at(head.unwrap_or(0)).max(oldest).max(after);
         let next_cursor = match changes.last() {
             Some(last) if full => last.cursor,
@@ -363,25 +486,29 @@ impl Store {
         })
     }
 
-    /// Removes, in one transaction, up to `batch` of the oldest entries
-    /// written before `cutoff`; returns how many. Call repeatedly until it
-    /// returns fewer than `batch`.
+    /// Removes, in one transaction, up to `batch` of the oldest rows (a page's
+    /// events are up to [`EVENTS_PER_ROW`] entries to a row, removed whole)
+    /// written before `cutoff`; returns how many entries went. Call repeatedly
+    /// until it returns fewer than `batch`.
     pub async fn prune_changes(
         &self,
         cutoff: OffsetDateTime,
         batch: i64,
     ) -> Result<u64, StoreError> {
         let removed = with_conn!(&self.pool, |conn| {
-            conn.transaction::<usize, diesel::result::Error, _>(async |conn| {
-                let oldest: Vec<(i64, PrimitiveDateTime)> = cl::table
-                    .select((cl::position, cl::at))
+            conn.transaction::<i64, diesel::result::Error, _>(async |conn| {
+                let oldest: Vec<(i64, i64, PrimitiveDateTime)> = cl::table
+                    .select((cl::position, cl::last_position, cl::at))
                     .order(cl::position.asc())
                     .limit(batch.max(1))
                     .load(conn)
                     .await?;
-                let oldest: Vec<(i64, OffsetDateTime)> =
-                    oldest.into_iter().map(|(p, at)| (p, from_db(at))).collect();
-                let Some(through) = prunable_through(&oldest, cutoff) else {
+                // A row is known by its last position: what is gone with it.
+                let ends: Vec<(i64, OffsetDateTime)> = oldest
+                    .iter()
+                    .map(|&(_, last, at)| (last, from_db(at)))
+                    .collect();
+                let Some(through) = prunable_through(&ends, cutoff) else {
                     return Ok(0);
                 };
                 // First, so a reader that sees the rows gone also sees why.
@@ -391,7 +518,12 @@ impl Store {
                     .await?;
                 diesel::delete(cl::table.filter(cl::position.le(through)))
                     .execute(conn)
-                    .await
+                    .await?;
+                Ok(oldest
+                    .iter()
+                    .filter(|&&(_, last, _)| last <= through)
+                    .map(|&(first, last, _)| last - first + 1)
+                    .sum())
             })
             .await
             .map_err(query_error)?
@@ -402,11 +534,14 @@ impl Store {
     /// How many entries the feed keeps and the oldest position.
     pub async fn change_feed_stats(&self) -> Result<FeedStats, StoreError> {
         let (entries, oldest): (i64, Option<i64>) = with_conn!(&self.pool, |conn| {
-            let entries = cl::table
-                .count()
-                .get_result::<i64>(conn)
-                .await
-                .map_err(query_error)?;
+            let entries = diesel::sql_query(
+                "SELECT CAST(COALESCE(SUM(last_position - position + 1), 0) AS BIGINT) AS head \
+                 FROM change_log",
+            )
+            .get_result::<Head>(conn)
+            .await
+            .map_err(query_error)?
+            .head;
             let oldest = cl::table
                 .select(diesel::dsl::min(cl::position))
                 .first::<Option<i64>>(conn)

@@ -108,6 +108,8 @@ diesel::table! {
         event_id -> Nullable<Text>,
         event_json -> Nullable<Text>,
         at -> Timestamp,
+        last_position -> BigInt,
+        entries -> Nullable<Text>,
     }
 }
 

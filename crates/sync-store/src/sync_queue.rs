@@ -313,25 +313,15 @@ impl SyncQueue for Store {
         let rows = page_rows(&calendar, page.events, page.generation, now);
         let until = self.lease_clock().until_expr(to_db(page.lease_until), now);
         let completion = page.completion.as_ref();
-        // On PostgreSQL the upsert appends the page's change-log entries
-        // itself, from the rows it wrote; SQLite (no data-modifying `WITH`)
-        // appends them after, reading them back by id.
-        let log_in_upsert = self.dialect() == Dialect::Postgres;
-        let upsert_sql = if log_in_upsert {
-            let binds = rows.len() * UPSERT_BINDS;
-            crate::changes::logging_upsert_sql(
-                &upsert_sql(rows.len()),
-                &format!("${}", binds + 1),
-                &format!("${}", binds + 2),
-            )
-        } else {
-            self.dialect().placeholders(&upsert_sql(rows.len()))
-        };
-        let event_ids: Vec<&str> = if log_in_upsert {
-            Vec::new()
-        } else {
-            rows.iter().map(|row| row.event_id.as_str()).collect()
-        };
+        let upsert_sql = self.dialect().placeholders(&upsert_sql(rows.len()));
+        let logged: Vec<crate::changes::LoggedEvent<'_>> = rows
+            .iter()
+            .map(|row| crate::changes::LoggedEvent {
+                event_id: &row.event_id,
+                status: row.status.0,
+                raw_json: &row.raw_json,
+            })
+            .collect();
         let held = with_conn!(&self.pool, |conn| {
             conn.transaction::<bool, diesel::result::Error, _>(async |conn| {
                 // Checks the claim (owner and epoch) and takes the state row's
@@ -346,9 +336,6 @@ impl SyncQueue for Store {
                     return Ok(false);
                 }
                 if !rows.is_empty() {
-                    if log_in_upsert {
-                        crate::changes::ChangeLog::lock_positions(&mut *conn).await?;
-                    }
                     let mut upsert = diesel::sql_query(&upsert_sql).into_boxed();
                     for row in &rows {
                         upsert = upsert
@@ -362,15 +349,12 @@ impl SyncQueue for Store {
                             .bind::<BigInt, _>(row.sync_generation)
                             .bind::<Timestamp, _>(row.mirrored_at);
                     }
-                    if log_in_upsert {
-                        upsert = upsert.bind::<Text, _>(&calendar).bind::<Timestamp, _>(now);
-                    }
                     upsert.execute(conn).await?;
                 }
                 crate::changes::ChangeLog::log_page(
                     &mut *conn,
                     &calendar,
-                    &event_ids,
+                    &logged,
                     completion
                         .filter(|done| done.sweep)
                         .map(|_| page.generation),

@@ -495,6 +495,167 @@ test_on_both_backends!(
     }
 );
 
+// A page of more events than one `change_log` row holds is stored as several
+// rows; readers still get one entry, one position, per event, and may stop
+// and resume anywhere inside a row. Retention removes rows whole.
+test_on_both_backends!(
+    a_page_larger_than_a_log_row_is_read_one_entry_at_a_time,
+    async |store: Store| {
+        let per_row = sync_store::changes::EVENTS_PER_ROW;
+        let a = connected(&store, "u1", "a").await;
+        let b = connected(&store, "u2", "b").await;
+        let claims = claim_all(&store, "w").await;
+        let claim_of = |id: CalendarId| claims.iter().find(|c| c.calendar_id == id).unwrap();
+        let big: Vec<GoogleEvent> = (0..per_row * 2 + 100)
+            .rev() // written out of order: entries come in event-id order
+            .map(|n| event(&format!("e{n:05}"), "confirmed", &format!("E{n}")))
+            .collect();
+        assert!(page(&store, claim_of(a.id), "w", &big, 0, None).await);
+        let small = [event("x1", "cancelled", "X")];
+        assert!(page(&store, claim_of(b.id), "w", &small, 0, None).await);
+        let tail = [
+            event("e99998", "confirmed", "T1"),
+            event("e99999", "confirmed", "T2"),
+        ];
+        assert!(page(&store, claim_of(a.id), "w", &tail, 0, None).await);
+        let total = 2 + big.len() + 1 + tail.len();
+
+        // Everything, seven at a time: consecutive cursors, each event once.
+        let mut query = ChangeQuery {
+            limit: 7,
+            ..everything()
+        };
+        let mut seen: Vec<ChangeEntry> = Vec::new();
+        loop {
+            let page = store.changes(&query, Duration::ZERO).await.unwrap();
+            if page.changes.is_empty() {
+                break;
+            }
+            assert!(page.changes.len() <= 7);
+            seen.extend(page.changes);
+            query.after = Some(page.next_cursor);
+        }
+        assert_eq!(seen.len(), total);
+        assert_eq!(seen, all_entries_paged(&store).await);
+        assert!(seen.windows(2).all(|w| w[0].cursor < w[1].cursor));
+        let big_ids: Vec<String> = seen[2..2 + big.len()]
+            .iter()
+            .map(|e| e.event_id.clone().unwrap())
+            .collect();
+        let mut sorted = big_ids.clone();
+        sorted.sort();
+        assert_eq!(big_ids, sorted, "a page's entries in event-id order");
+        assert_eq!(big_ids.iter().collect::<HashSet<_>>().len(), big.len());
+        let EventState::Present(first) = &seen[2].event else {
+            panic!("an event entry carries the event");
+        };
+        assert_eq!(first.summary.as_deref(), Some("E0"));
+        assert_eq!(seen[2 + big.len()].kind, ChangeKind::EventCancelled);
+        assert_eq!(seen[2 + big.len()].user_id, "u2");
+
+        // Resuming inside a row starts at the next entry.
+        let middle = seen[2 + per_row + 17].cursor;
+        let resumed = store
+            .changes(
+                &ChangeQuery {
+                    after: Some(middle),
+                    limit: 3,
+                    ..everything()
+                },
+                Duration::ZERO,
+            )
+            .await
+            .unwrap();
+        assert_eq!(resumed.changes, seen[2 + per_row + 18..2 + per_row + 21]);
+
+        // One calendar's entries only.
+        let only_a = store
+            .changes(
+                &ChangeQuery {
+                    calendar_id: Some(a.id),
+                    ..everything()
+                },
+                Duration::ZERO,
+            )
+            .await
+            .unwrap()
+            .changes;
+        assert_eq!(only_a.len(), 1 + big.len() + tail.len());
+        assert!(only_a.iter().all(|e| e.calendar_id == a.id));
+
+        let stats = store.change_feed_stats().await.unwrap();
+        assert_eq!(stats.entries, i64::try_from(total).unwrap());
+
+        // Retention: the two connections and the first row of the big page.
+        let future = OffsetDateTime::now_utc() + time::Duration::hours(1);
+        assert_eq!(
+            store.prune_changes(future, 3).await.unwrap(),
+            u64::try_from(2 + per_row).unwrap()
+        );
+        let oldest = store.oldest_cursor().await.unwrap();
+        assert_eq!(oldest, seen[1 + per_row].cursor);
+        let inside = store
+            .changes(
+                &ChangeQuery {
+                    after: Some(seen[5].cursor),
+                    ..everything()
+                },
+                Duration::ZERO,
+            )
+            .await;
+        assert!(
+            matches!(inside, Err(ChangeFeedError::Expired { .. })),
+            "a cursor inside a removed row has missed entries: {inside:?}"
+        );
+        let kept = store
+            .changes(
+                &ChangeQuery {
+                    after: Some(oldest),
+                    ..everything()
+                },
+                Duration::ZERO,
+            )
+            .await
+            .unwrap()
+            .changes;
+        assert_eq!(kept, seen[2 + per_row..]);
+
+        // Everything removed: new positions still follow the removed ones.
+        while store.prune_changes(future, 100).await.unwrap() > 0 {}
+        let head = store.oldest_cursor().await.unwrap();
+        assert_eq!(head, seen.last().unwrap().cursor);
+        let again = [event("e00000", "confirmed", "Again")];
+        assert!(page(&store, claim_of(a.id), "w", &again, 0, None).await);
+        let after = store
+            .changes(
+                &ChangeQuery {
+                    after: Some(head),
+                    ..everything()
+                },
+                Duration::ZERO,
+            )
+            .await
+            .unwrap()
+            .changes;
+        assert_eq!(after.len(), 1);
+        assert!(after[0].cursor > head);
+    }
+);
+
+/// Every entry, read 1,000 at a time.
+async fn all_entries_paged(store: &Store) -> Vec<ChangeEntry> {
+    let mut query = everything();
+    let mut out = Vec::new();
+    loop {
+        let page = store.changes(&query, Duration::ZERO).await.unwrap();
+        if page.changes.is_empty() {
+            return out;
+        }
+        out.extend(page.changes);
+        query.after = Some(page.next_cursor);
+    }
+}
+
 /// Many writers commit pages concurrently (positions are taken in one order
 /// and committed in another) while a reader follows the cursor with long
 /// polls. The reader must end with exactly the entries in the log: none
