@@ -31,6 +31,17 @@ pub struct DueCutoffs {
     pub overdue_since: OffsetDateTime,
 }
 
+impl DueCutoffs {
+    /// For requests whose last time equals their first (a window that starts
+    /// at the first request and is not extended, as the store keeps them):
+    /// due if the first request is at or before this. One bound, so a store can
+    /// find the due requests in an index on the first request's time rather
+    /// than test both cut-offs on every pending request.
+    pub fn first_request_due_by(&self) -> OffsetDateTime {
+        self.quiet_since.max(self.overdue_since)
+    }
+}
+
 impl CoalescingPolicy {
     /// When a calendar whose unserved requests span `first..=last` becomes due.
     pub fn due_at(&self, first: OffsetDateTime, last: OffsetDateTime) -> OffsetDateTime {
@@ -88,6 +99,7 @@ mod tests {
             let c = p.cutoffs(now);
             let by_cutoffs = last <= c.quiet_since || first <= c.overdue_since;
             prop_assert_eq!(p.is_due(first, last, now), by_cutoffs);
+            prop_assert_eq!(p.is_due(first, first, now), first <= c.first_request_due_by());
         }
     }
 }
