@@ -199,7 +199,7 @@ impl Store {
 
     /// One calendar.
     pub async fn calendar(&self, id: CalendarId) -> Result<Option<Calendar>, StoreError> {
-        let row = with_conn!(&self.pool, |conn| {
+        let row = with_conn!(&self.readers, |conn| {
             cs::table
                 .left_join(sr::table)
                 .filter(cs::id.eq(id.to_string()))
@@ -214,7 +214,7 @@ impl Store {
 
     /// Calendars, all or one user's, in a stable order.
     pub async fn calendars(&self, user_id: Option<&UserId>) -> Result<Vec<Calendar>, StoreError> {
-        let rows: Vec<CalendarRow> = with_conn!(&self.pool, |conn| {
+        let rows: Vec<CalendarRow> = with_conn!(&self.readers, |conn| {
             let mut query = cs::table
                 .left_join(sr::table)
                 .select(calendar_row!())

@@ -50,7 +50,9 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 /// ten rows rather than 2,500, which made the log cost the sync 30% of its
 /// throughput (a heap tuple, three index entries and an identity value per
 /// event; `docs/change-feed.md`), while a reader that wants one entry parses
-/// at most this many.
+/// at most this many. Readers look back this far for the row an entry is in,
+/// so it may only grow with a migration (PostgreSQL checks the span:
+/// `change_log_span`).
 pub const EVENTS_PER_ROW: usize = 250;
 
 /// `change_log.kind` of a row holding a page's events (`entries`).
@@ -398,7 +400,7 @@ impl Store {
 
     /// The feed's head (every position up to it is final), as a cursor.
     async fn change_head(&self) -> Result<ChangeCursor, StoreError> {
-        let (head, pruned): (Option<i64>, i64) = with_conn!(&self.pool, |conn| {
+        let (head, pruned): (Option<i64>, i64) = with_conn!(&self.readers, |conn| {
             let head = newest_position!(conn);
             let pruned = fs::table
                 .select(fs::pruned_through)
@@ -425,7 +427,7 @@ impl Store {
         let calendar = query.calendar_id.map(|c| c.to_string());
         let user = query.user_id.as_ref().map(|u| u.as_str().to_owned());
         let (head, rows, pruned): (Option<i64>, Vec<LogRow>, i64) =
-            with_conn!(&self.pool, |conn| {
+            with_conn!(&self.readers, |conn| {
                 let head = newest_position!(conn);
                 // A row may start up to `EVENTS_PER_ROW - 1` positions before
                 // an entry after `after`: the first bound keeps the scan on the
@@ -533,7 +535,7 @@ impl Store {
 
     /// How many entries the feed keeps and the oldest position.
     pub async fn change_feed_stats(&self) -> Result<FeedStats, StoreError> {
-        let (entries, oldest): (i64, Option<i64>) = with_conn!(&self.pool, |conn| {
+        let (entries, oldest): (i64, Option<i64>) = with_conn!(&self.readers, |conn| {
             let entries = diesel::sql_query(
                 "SELECT CAST(COALESCE(SUM(last_position - position + 1), 0) AS BIGINT) AS head \
                  FROM change_log",
@@ -633,7 +635,7 @@ impl ChangeFeed for Store {
     }
 
     async fn oldest_cursor(&self) -> Result<ChangeCursor, StoreError> {
-        let pruned = with_conn!(&self.pool, |conn| {
+        let pruned = with_conn!(&self.readers, |conn| {
             fs::table
                 .select(fs::pruned_through)
                 .first::<i64>(conn)

@@ -48,7 +48,7 @@ impl Store {
         after_event_id: Option<&str>,
     ) -> Result<Vec<MirroredEvent>, StoreError> {
         let calendar = calendar_id.to_string();
-        let rows: Vec<EventRow> = with_conn!(&self.pool, |conn| {
+        let rows: Vec<EventRow> = with_conn!(&self.readers, |conn| {
             let mut query = ce::table
                 .filter(ce::calendar_id.eq(&calendar))
                 // Deleted at Google: kept, never listed.

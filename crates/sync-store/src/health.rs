@@ -37,7 +37,7 @@ impl Store {
     /// Reads the [`HealthSnapshot`].
     pub async fn health_snapshot(&self) -> Result<HealthSnapshot, StoreError> {
         let live = stored(&ChannelState::LIVE);
-        let snapshot = with_conn!(&self.pool, |conn| {
+        let snapshot = with_conn!(&self.readers, |conn| {
             let calendars_by_state = cs::table
                 .group_by(cs::sync_state)
                 .select((cs::sync_state, count_star()))

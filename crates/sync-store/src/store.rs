@@ -15,8 +15,11 @@ use sync_domain::ports::{Clock, StoreError, SystemClock};
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: DbPool,
-    /// Where the webhook's lookup reads: the pool itself on PostgreSQL,
-    /// separate read-only connections beside the one writer on SQLite.
+    /// Where reads that write nothing go (the webhook's lookup, the metrics
+    /// snapshot, the change feed, the internal API's calendar and event
+    /// reads): the pool itself on PostgreSQL, separate read-only connections
+    /// beside the one writer on SQLite, so a long read (the metrics snapshot
+    /// counts every calendar) never holds up the webhook's group commit.
     pub(crate) readers: DbPool,
     /// Where the webhook's group commit writes: connections of its own on
     /// PostgreSQL, the one writer (the pool itself) on SQLite.

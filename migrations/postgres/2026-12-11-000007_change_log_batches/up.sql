@@ -7,7 +7,10 @@ ALTER TABLE change_log ALTER COLUMN position DROP IDENTITY;
 ALTER TABLE change_log ADD COLUMN last_position BIGINT;
 UPDATE change_log SET last_position = position;
 ALTER TABLE change_log ALTER COLUMN last_position SET NOT NULL;
-ALTER TABLE change_log ADD CONSTRAINT change_log_span CHECK (last_position >= position);
+-- Readers look back at most 250 positions for the row an entry is in
+-- (sync_store::changes::EVENTS_PER_ROW).
+ALTER TABLE change_log ADD CONSTRAINT change_log_span
+    CHECK (last_position >= position AND last_position - position < 250);
 -- [{"kind": ..., "event_id": ..., "event": {...}}, ...] for 'event_batch' rows, else NULL
 ALTER TABLE change_log ADD COLUMN entries TEXT;
 ALTER TABLE change_log DROP CONSTRAINT change_log_kind;
