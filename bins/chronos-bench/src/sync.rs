@@ -60,6 +60,12 @@ pub struct SyncArgs {
     /// Calendar sizes (events) to sync, each on a fresh server and database.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     pub events: Vec<usize>,
+    /// Calendars the events are spread over, synced at once (the server runs
+    /// up to 8 syncs at a time): with more than one, pages of different
+    /// calendars compete for the change feed's position lock. The incremental
+    /// sync is then skipped.
+    #[arg(long, default_value_t = 1)]
+    pub calendars: usize,
     /// Events per `events.list` page the fake serves at most.
     #[arg(long, default_value_t = 2500)]
     pub page_size: usize,
@@ -124,8 +130,12 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 /// Runs the sync benchmark and prints its figures.
 pub async fn run(args: SyncArgs) -> anyhow::Result<()> {
     println!(
-        "sync benchmark: sizes {:?} events, pages of {}, backends {:?}, debounce {} ms",
-        args.events, args.page_size, args.backends, args.debounce_ms
+        "sync benchmark: sizes {:?} events over {} calendar(s), pages of {}, backends {:?}, debounce {} ms",
+        args.events,
+        args.calendars.max(1),
+        args.page_size,
+        args.backends,
+        args.debounce_ms
     );
     let mut reports = Vec::new();
     for &backend in &args.backends {
@@ -170,10 +180,19 @@ async fn run_one(
 ) -> anyhow::Result<SyncReport> {
     let fake = start_fake(args.page_size)?;
     let user = UserId::parse("bench-user")?;
-    let calendar = GoogleCalendarId::parse("big@bench.example")?;
-    fake.google.calendar().add_calendar(&user, &calendar);
+    let count = args.calendars.max(1);
+    let calendars = (0..count)
+        .map(|n| match n {
+            0 => GoogleCalendarId::parse("big@bench.example"),
+            n => GoogleCalendarId::parse(format!("big{n}@bench.example")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let seeding = Instant::now();
-    fake.google.bulk_create(&user, &calendar, "evt", events);
+    for (n, calendar) in calendars.iter().enumerate() {
+        fake.google.calendar().add_calendar(&user, calendar);
+        let share = events / count + usize::from(n < events % count);
+        fake.google.bulk_create(&user, calendar, "evt", share);
+    }
     println!(
         "fake Google holds {events} events ({:.1} s to create)",
         seeding.elapsed().as_secs_f64()
@@ -183,7 +202,7 @@ async fn run_one(
     if !change_log {
         discard_change_log(&db).await?;
     }
-    let result = measure(args, &db, dir.path(), &fake, &user, &calendar, events).await;
+    let result = measure(args, &db, dir.path(), &fake, &user, &calendars, events).await;
     let dropped = db.drop_database().await;
     fake.stop().await;
     let report = result?;
@@ -230,7 +249,7 @@ async fn measure(
     dir: &Path,
     fake: &RunningFakeGoogle,
     user: &UserId,
-    calendar: &GoogleCalendarId,
+    calendars: &[GoogleCalendarId],
     events: usize,
 ) -> anyhow::Result<SyncReport> {
     let store = db.store().await?;
@@ -248,13 +267,21 @@ async fn measure(
     api.put_credentials(user).await?;
 
     let started = Instant::now();
-    let id = api.connect(user, calendar).await?;
-    let view = api
-        .wait_for(&id, Duration::from_secs(600), |v| {
-            is_idle(v) && v["full_sync_complete"] == json!(true)
-        })
-        .await?;
+    let mut ids = Vec::new();
+    for calendar in calendars {
+        ids.push(api.connect(user, calendar).await?);
+    }
+    let mut views = Vec::new();
+    for id in &ids {
+        let view = api
+            .wait_for(id, Duration::from_secs(600), |v| {
+                is_idle(v) && v["full_sync_complete"] == json!(true)
+            })
+            .await?;
+        views.push(view);
+    }
     let wall = started.elapsed();
+    let (calendar, id, view) = (&calendars[0], &ids[0], &views[0]);
     let peak_rss_kib = process.peak_rss_kib()?;
     let mirrored = count_events(&store).await?;
     if mirrored != events as i64 {
@@ -267,15 +294,15 @@ async fn measure(
         secs(server_sync)
     );
 
-    let incremental = if args.changes > 0 {
+    let incremental = if args.changes > 0 && calendars.len() == 1 {
         Some(
             incremental(
                 &api,
                 fake,
                 user,
                 calendar,
-                &id,
-                &view,
+                id,
+                view,
                 args.changes.min(events),
             )
             .await?,
@@ -299,7 +326,12 @@ async fn measure(
         backend: StoreTarget::Postgres,
         change_log: true,
         events,
-        pages: events.div_ceil(args.page_size.max(1)),
+        pages: (0..calendars.len())
+            .map(|n| {
+                let share = events / calendars.len() + usize::from(n < events % calendars.len());
+                share.div_ceil(args.page_size.max(1))
+            })
+            .sum(),
         wall,
         server_sync,
         peak_rss_kib,
