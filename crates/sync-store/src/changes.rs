@@ -369,6 +369,19 @@ fn entries(row: LogRow, after: i64, limit: usize) -> Result<Vec<ChangeEntry>, St
 /// How far before an entry's position its row may start.
 const ROW_SPAN: i64 = EVENTS_PER_ROW as i64;
 
+/// Of matching rows' spans `(position, last_position)` in order, the position
+/// of the last row needed for `limit` entries after `after` (`None`: no row).
+fn rows_needed(spans: &[(i64, i64)], after: i64, limit: i64) -> Option<i64> {
+    let mut entries = 0;
+    for &(first, last) in spans {
+        entries += (last - first.max(after + 1) + 1).max(0);
+        if entries >= limit {
+            return Some(first);
+        }
+    }
+    spans.last().map(|&(first, _)| first)
+}
+
 /// The last position of the newest row (`None`: the table is empty), on
 /// either backend's connection.
 macro_rules! newest_position {
@@ -429,34 +442,57 @@ impl Store {
         let (head, rows, pruned): (Option<i64>, Vec<LogRow>, i64) =
             with_conn!(&self.readers, |conn| {
                 let head = newest_position!(conn);
-                // A row may start up to `EVENTS_PER_ROW - 1` positions before
-                // an entry after `after`: the first bound keeps the scan on the
-                // primary key, the second drops the rows read already.
-                let mut rows = cl::table
-                    .filter(cl::position.gt(after.position().saturating_sub(ROW_SPAN)))
-                    .filter(cl::last_position.gt(after.position()))
-                    .filter(cl::position.le(head.unwrap_or(0)))
-                    .select((
-                        cl::position,
-                        cl::calendar_id,
-                        cl::user_id,
-                        cl::kind,
-                        cl::event_id,
-                        cl::event_json,
-                        cl::at,
-                        cl::last_position,
-                        cl::entries,
-                    ))
-                    .order(cl::position.asc())
-                    .limit(limit)
-                    .into_boxed();
-                if let Some(calendar) = &calendar {
-                    rows = rows.filter(cl::calendar_id.eq(calendar));
+                // The matching rows up to `$upto`, in order. A row may start
+                // up to `EVENTS_PER_ROW - 1` positions before an entry after
+                // `after`: the first bound keeps the scan on the primary key,
+                // the second drops the rows read already.
+                macro_rules! matching {
+                    ($select:expr, $upto:expr) => {{
+                        let mut rows = cl::table
+                            .filter(cl::position.gt(after.position().saturating_sub(ROW_SPAN)))
+                            .filter(cl::last_position.gt(after.position()))
+                            .filter(cl::position.le($upto))
+                            .select($select)
+                            .order(cl::position.asc())
+                            .limit(limit)
+                            .into_boxed();
+                        if let Some(calendar) = &calendar {
+                            rows = rows.filter(cl::calendar_id.eq(calendar));
+                        }
+                        if let Some(user) = &user {
+                            rows = rows.filter(cl::user_id.eq(user));
+                        }
+                        rows
+                    }};
                 }
-                if let Some(user) = &user {
-                    rows = rows.filter(cl::user_id.eq(user));
-                }
-                let rows = rows.load::<LogRow>(conn).await.map_err(query_error)?;
+                // First the rows' spans only, then the rows that make up
+                // `limit` entries, so a read of a few entries never loads
+                // (and parses) rows of 250 events it does not need.
+                let spans: Vec<(i64, i64)> =
+                    matching!((cl::position, cl::last_position), head.unwrap_or(0))
+                        .load(conn)
+                        .await
+                        .map_err(query_error)?;
+                let rows = match rows_needed(&spans, after.position(), limit) {
+                    None => Vec::new(),
+                    Some(upto) => matching!(
+                        (
+                            cl::position,
+                            cl::calendar_id,
+                            cl::user_id,
+                            cl::kind,
+                            cl::event_id,
+                            cl::event_json,
+                            cl::at,
+                            cl::last_position,
+                            cl::entries,
+                        ),
+                        upto
+                    )
+                    .load::<LogRow>(conn)
+                    .await
+                    .map_err(query_error)?,
+                };
                 let pruned = fs::table
                     .select(fs::pruned_through)
                     .first::<i64>(conn)
@@ -474,6 +510,9 @@ impl Store {
         let mut changes = Vec::new();
         for row in rows {
             let room = wanted.saturating_sub(changes.len());
+            if room == 0 {
+                break;
+            }
             changes.extend(entries(row, after.position(), room)?);
         }
         let full = changes.len() >= wanted;
@@ -643,5 +682,26 @@ impl ChangeFeed for Store {
                 .map_err(query_error)?
         });
         Ok(ChangeCursor::at(pruned))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_needed;
+
+    #[test]
+    fn rows_needed_stops_at_the_row_that_fills_the_limit() {
+        let spans = [(1, 1), (2, 251), (252, 252), (253, 502)];
+        assert_eq!(rows_needed(&[], 0, 10), None);
+        assert_eq!(rows_needed(&spans, 0, 1), Some(1));
+        assert_eq!(rows_needed(&spans, 0, 2), Some(2));
+        assert_eq!(rows_needed(&spans, 0, 251), Some(2));
+        assert_eq!(rows_needed(&spans, 0, 252), Some(252));
+        // Resuming inside the second row (the query returns rows ending after
+        // the cursor): only its rest counts.
+        assert_eq!(rows_needed(&spans[1..], 200, 51), Some(2));
+        assert_eq!(rows_needed(&spans[1..], 200, 52), Some(252));
+        // Not enough entries: every row.
+        assert_eq!(rows_needed(&spans, 0, 1000), Some(253));
     }
 }
