@@ -24,20 +24,32 @@ impl Write for Captured {
     }
 }
 
+/// The whole test binary's logs from the first call on, at TRACE level, through
+/// a global subscriber. A subscriber set for this test's thread alone
+/// (`set_default`) missed the retry line now and then in CI, even after
+/// rebuilding tracing's callsite interest: other tests of this binary hit the
+/// same callsites at the same time, and interest is cached per callsite for
+/// the whole process. A global subscriber leaves nothing to race: every
+/// callsite is enabled for it. Other tests' lines land here too, which only
+/// widens the check for secrets.
+fn captured() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in this test binary");
+        logs
+    })
+}
+
 #[tokio::test]
 async fn no_token_or_secret_is_logged() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary hit the same callsites on other threads at
-    // the same time; recompute every callsite's interest now that this
-    // thread's subscriber is registered, so none stays cached as "never"
-    // (a CI run once missed the retry line here).
-    tracing::callsite::rebuild_interest_cache();
+    let logs = captured();
 
     let google = Google::start()
         .await
