@@ -58,9 +58,10 @@ pub const EVENTS_PER_ROW: usize = 250;
 /// `change_log.kind` of a row holding a page's events (`entries`).
 const BATCH_KIND: &str = "event_batch";
 
-/// The position after which the next entry goes: the last position of the
-/// newest row, else the last one retention removed. Read under the position
-/// lock (PostgreSQL) or by SQLite's one writer, so no two writers take the same.
+/// The head: the last position of the newest row, else the last one retention
+/// removed. Every position up to it is final, and the next entry goes after
+/// it: writers read it under the position lock (PostgreSQL) or as SQLite's one
+/// writer, so no two take the same position.
 const HEAD_SQL: &str = "COALESCE((SELECT last_position FROM change_log ORDER BY position DESC LIMIT 1), \
      (SELECT pruned_through FROM change_feed_state WHERE id = 1), 0)";
 
@@ -136,9 +137,9 @@ fn bind_list(from: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// Appends one entry per row of `select`, numbered in `order` from the head.
-/// `select` names its columns `calendar_id, user_id, kind, event_id,
-/// event_json, at` and may use `ORDER BY`-free `FROM … WHERE …`.
+/// Appends one entry per row of `select` (its columns named `calendar_id,
+/// user_id, kind, event_id, event_json, at`, then `FROM … WHERE …`, no
+/// `ORDER BY`), numbered in `order` from the head.
 fn append_sql(select: &str, order: &str) -> String {
     format!(
         "INSERT INTO change_log (position, last_position, calendar_id, user_id, kind, event_id, event_json, at) \
@@ -148,10 +149,11 @@ fn append_sql(select: &str, order: &str) -> String {
     )
 }
 
+/// One `BIGINT` a query selects `AS value`.
 #[derive(QueryableByName)]
-struct Head {
+struct Scalar {
     #[diesel(sql_type = BigInt)]
-    head: i64,
+    value: i64,
 }
 
 macro_rules! impl_change_log {
@@ -172,10 +174,10 @@ macro_rules! impl_change_log {
                 if !events.is_empty() {
                     let mut sorted: Vec<&LoggedEvent<'_>> = events.iter().collect();
                     sorted.sort_unstable_by(|a, b| a.event_id.cmp(b.event_id));
-                    let head = diesel::sql_query(format!("SELECT {HEAD_SQL} AS head"))
-                        .get_result::<Head>(self)
+                    let head = diesel::sql_query(format!("SELECT {HEAD_SQL} AS value"))
+                        .get_result::<Scalar>(self)
                         .await?
-                        .head;
+                        .value;
                     let rows: Vec<&[&LoggedEvent<'_>]> = sorted.chunks(EVENTS_PER_ROW).collect();
                     let values = (0..rows.len())
                         .map(|row| {
@@ -382,17 +384,14 @@ fn rows_needed(spans: &[(i64, i64)], after: i64, limit: i64) -> Option<i64> {
     spans.last().map(|&(first, _)| first)
 }
 
-/// The last position of the newest row (`None`: the table is empty), on
-/// either backend's connection.
-macro_rules! newest_position {
+/// The head ([`HEAD_SQL`]), on either backend's connection.
+macro_rules! head {
     ($conn:expr) => {
-        cl::table
-            .select(cl::last_position)
-            .order(cl::position.desc())
-            .first::<i64>($conn)
+        diesel::sql_query(format!("SELECT {HEAD_SQL} AS value"))
+            .get_result::<Scalar>($conn)
             .await
-            .optional()
             .map_err(query_error)?
+            .value
     };
 }
 
@@ -413,16 +412,8 @@ impl Store {
 
     /// The feed's head (every position up to it is final), as a cursor.
     async fn change_head(&self) -> Result<ChangeCursor, StoreError> {
-        let (head, pruned): (Option<i64>, i64) = with_conn!(&self.readers, |conn| {
-            let head = newest_position!(conn);
-            let pruned = fs::table
-                .select(fs::pruned_through)
-                .first::<i64>(conn)
-                .await
-                .map_err(query_error)?;
-            (head, pruned)
-        });
-        Ok(ChangeCursor::at(head.unwrap_or(0).max(pruned)))
+        let head = with_conn!(&self.readers, |conn| head!(conn));
+        Ok(ChangeCursor::at(head))
     }
 
     /// One read of the feed after `after`, without waiting.
@@ -439,67 +430,65 @@ impl Store {
         let limit = i64::from(query.limit.max(1));
         let calendar = query.calendar_id.map(|c| c.to_string());
         let user = query.user_id.as_ref().map(|u| u.as_str().to_owned());
-        let (head, rows, pruned): (Option<i64>, Vec<LogRow>, i64) =
-            with_conn!(&self.readers, |conn| {
-                let head = newest_position!(conn);
-                // The matching rows up to `$upto`, in order. A row may start
-                // up to `EVENTS_PER_ROW - 1` positions before an entry after
-                // `after`: the first bound keeps the scan on the primary key,
-                // the second drops the rows read already.
-                macro_rules! matching {
-                    ($select:expr, $upto:expr) => {{
-                        let mut rows = cl::table
-                            .filter(cl::position.gt(after.position().saturating_sub(ROW_SPAN)))
-                            .filter(cl::last_position.gt(after.position()))
-                            .filter(cl::position.le($upto))
-                            .select($select)
-                            .order(cl::position.asc())
-                            .limit(limit)
-                            .into_boxed();
-                        if let Some(calendar) = &calendar {
-                            rows = rows.filter(cl::calendar_id.eq(calendar));
-                        }
-                        if let Some(user) = &user {
-                            rows = rows.filter(cl::user_id.eq(user));
-                        }
-                        rows
-                    }};
-                }
-                // First the rows' spans only, then the rows that make up
-                // `limit` entries, so a read of a few entries never loads
-                // (and parses) rows of 250 events it does not need.
-                let spans: Vec<(i64, i64)> =
-                    matching!((cl::position, cl::last_position), head.unwrap_or(0))
-                        .load(conn)
-                        .await
-                        .map_err(query_error)?;
-                let rows = match rows_needed(&spans, after.position(), limit) {
-                    None => Vec::new(),
-                    Some(upto) => matching!(
-                        (
-                            cl::position,
-                            cl::calendar_id,
-                            cl::user_id,
-                            cl::kind,
-                            cl::event_id,
-                            cl::event_json,
-                            cl::at,
-                            cl::last_position,
-                            cl::entries,
-                        ),
-                        upto
-                    )
-                    .load::<LogRow>(conn)
-                    .await
-                    .map_err(query_error)?,
-                };
-                let pruned = fs::table
-                    .select(fs::pruned_through)
-                    .first::<i64>(conn)
-                    .await
-                    .map_err(query_error)?;
-                (head, rows, pruned)
-            });
+        let (head, rows, pruned): (i64, Vec<LogRow>, i64) = with_conn!(&self.readers, |conn| {
+            let head = head!(conn);
+            // The matching rows up to `$upto`, in order. A row may start
+            // up to `EVENTS_PER_ROW - 1` positions before an entry after
+            // `after`: the first bound keeps the scan on the primary key,
+            // the second drops the rows read already.
+            macro_rules! matching {
+                ($select:expr, $upto:expr) => {{
+                    let mut rows = cl::table
+                        .filter(cl::position.gt(after.position().saturating_sub(ROW_SPAN)))
+                        .filter(cl::last_position.gt(after.position()))
+                        .filter(cl::position.le($upto))
+                        .select($select)
+                        .order(cl::position.asc())
+                        .limit(limit)
+                        .into_boxed();
+                    if let Some(calendar) = &calendar {
+                        rows = rows.filter(cl::calendar_id.eq(calendar));
+                    }
+                    if let Some(user) = &user {
+                        rows = rows.filter(cl::user_id.eq(user));
+                    }
+                    rows
+                }};
+            }
+            // First the rows' spans only, then the rows that make up
+            // `limit` entries, so a read of a few entries never loads
+            // (and parses) rows of 250 events it does not need.
+            let spans: Vec<(i64, i64)> = matching!((cl::position, cl::last_position), head)
+                .load(conn)
+                .await
+                .map_err(query_error)?;
+            let rows = match rows_needed(&spans, after.position(), limit) {
+                None => Vec::new(),
+                Some(upto) => matching!(
+                    (
+                        cl::position,
+                        cl::calendar_id,
+                        cl::user_id,
+                        cl::kind,
+                        cl::event_id,
+                        cl::event_json,
+                        cl::at,
+                        cl::last_position,
+                        cl::entries,
+                    ),
+                    upto
+                )
+                .load::<LogRow>(conn)
+                .await
+                .map_err(query_error)?,
+            };
+            let pruned = fs::table
+                .select(fs::pruned_through)
+                .first::<i64>(conn)
+                .await
+                .map_err(query_error)?;
+            (head, rows, pruned)
+        });
         let oldest = ChangeCursor::at(pruned);
         if cursor_expired(after, oldest) {
             return Err(ChangeFeedError::Expired { after, oldest });
@@ -516,7 +505,7 @@ impl Store {
             changes.extend(entries(row, after.position(), room)?);
         }
         let full = changes.len() >= wanted;
-        let head = ChangeCursor::at(head.unwrap_or(0)).max(oldest).max(after);
+        let head = ChangeCursor::at(head).max(oldest).max(after);
         let next_cursor = match changes.last() {
             Some(last) if full => last.cursor,
             _ => head,
@@ -576,13 +565,13 @@ impl Store {
     pub async fn change_feed_stats(&self) -> Result<FeedStats, StoreError> {
         let (entries, oldest): (i64, Option<i64>) = with_conn!(&self.readers, |conn| {
             let entries = diesel::sql_query(
-                "SELECT CAST(COALESCE(SUM(last_position - position + 1), 0) AS BIGINT) AS head \
+                "SELECT CAST(COALESCE(SUM(last_position - position + 1), 0) AS BIGINT) AS value \
                  FROM change_log",
             )
-            .get_result::<Head>(conn)
+            .get_result::<Scalar>(conn)
             .await
             .map_err(query_error)?
-            .head;
+            .value;
             let oldest = cl::table
                 .select(diesel::dsl::min(cl::position))
                 .first::<Option<i64>>(conn)

@@ -211,17 +211,7 @@ test_on_both_backends!(
             )
             .await
         );
-        let after = store
-            .changes(
-                &ChangeQuery {
-                    after: Some(cursor),
-                    ..everything()
-                },
-                Duration::ZERO,
-            )
-            .await
-            .unwrap()
-            .changes;
+        let after = entries_after(&store, cursor).await;
         assert_eq!(
             kinds(&after),
             vec![
@@ -607,17 +597,7 @@ test_on_both_backends!(
             matches!(inside, Err(ChangeFeedError::Expired { .. })),
             "a cursor inside a removed row has missed entries: {inside:?}"
         );
-        let kept = store
-            .changes(
-                &ChangeQuery {
-                    after: Some(oldest),
-                    ..everything()
-                },
-                Duration::ZERO,
-            )
-            .await
-            .unwrap()
-            .changes;
+        let kept = entries_after(&store, oldest).await;
         assert_eq!(kept, seen[2 + per_row..]);
 
         // Everything removed: new positions still follow the removed ones.
@@ -626,21 +606,26 @@ test_on_both_backends!(
         assert_eq!(head, seen.last().unwrap().cursor);
         let again = [event("e00000", "confirmed", "Again")];
         assert!(page(&store, claim_of(a.id), "w", &again, 0, None).await);
-        let after = store
-            .changes(
-                &ChangeQuery {
-                    after: Some(head),
-                    ..everything()
-                },
-                Duration::ZERO,
-            )
-            .await
-            .unwrap()
-            .changes;
+        let after = entries_after(&store, head).await;
         assert_eq!(after.len(), 1);
         assert!(after[0].cursor > head);
     }
 );
+
+/// The entries after `cursor`, up to 1,000.
+async fn entries_after(store: &Store, cursor: ChangeCursor) -> Vec<ChangeEntry> {
+    store
+        .changes(
+            &ChangeQuery {
+                after: Some(cursor),
+                ..everything()
+            },
+            Duration::ZERO,
+        )
+        .await
+        .unwrap()
+        .changes
+}
 
 /// Every entry, read 1,000 at a time.
 async fn all_entries_paged(store: &Store) -> Vec<ChangeEntry> {
