@@ -368,6 +368,15 @@ impl InMemoryChannelStore {
         }
     }
 
+    /// Removes a calendar but leaves its channels as they are: the orphans
+    /// only a crash (or an edit outside the service) leaves behind, which
+    /// the channel worker's recovery sweep retires.
+    pub fn orphan_channels_of(&self, calendar_id: CalendarId) {
+        lock(&self.book)
+            .calendars
+            .retain(|c| c.work.calendar_id != calendar_id);
+    }
+
     fn holds(calendar: &FakeChannelCalendar, owner: &str) -> bool {
         calendar.lease.as_ref().is_some_and(|(o, _)| o == owner)
     }

@@ -47,6 +47,11 @@ pub struct ChannelSettings {
     pub overlap: Duration,
     /// After this long, a channel still `registering` counts as abandoned.
     pub registration_timeout: Duration,
+    /// How often the crash-recovery sweep runs (first tick, then at most this
+    /// often): it reads every active channel, and what it finds only a crash
+    /// leaves behind, since disconnecting a calendar or marking it gone
+    /// retires its channels in the same transaction.
+    pub recovery_interval: Duration,
     /// How long a stopped channel's row is kept before it is deleted.
     pub stopped_retention: Duration,
 }
@@ -60,6 +65,7 @@ impl Default for ChannelSettings {
             claim_batch: 5,
             overlap: renewal::OVERLAP,
             registration_timeout: renewal::REGISTRATION_TIMEOUT,
+            recovery_interval: Duration::from_secs(60),
             stopped_retention: renewal::STOPPED_CHANNEL_RETENTION,
         }
     }
@@ -130,6 +136,8 @@ impl ChannelPorts {
 pub struct ChannelWorker {
     ports: ChannelPorts,
     settings: ChannelSettings,
+    /// When the crash-recovery sweep last ran (`None`: not yet).
+    last_recovery: std::sync::Mutex<Option<time::OffsetDateTime>>,
 }
 
 /// Counts a registration in [`crate::metrics::REGISTRATIONS`]: a renewal if
@@ -166,11 +174,28 @@ impl ChannelWorker {
 
     /// A worker over explicit ports (tests inject fakes).
     pub fn with_ports(ports: ChannelPorts, settings: ChannelSettings) -> Self {
-        Self { ports, settings }
+        Self {
+            ports,
+            settings,
+            last_recovery: std::sync::Mutex::new(None),
+        }
     }
 
-    /// One pass: register or renew what is due, recover abandoned channels,
-    /// stop what is due, delete rows stopped longer than the retention.
+    /// Whether the crash-recovery sweep is due at `now`; if so, it counts as run.
+    fn recovery_due(&self, now: time::OffsetDateTime) -> bool {
+        let mut last = self
+            .last_recovery
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = last.is_none_or(|at| now - at >= self.settings.recovery_interval || now < at);
+        if due {
+            *last = Some(now);
+        }
+        due
+    }
+
+    /// One pass: register or renew what is due, recover abandoned channels
+    /// (at most once a `recovery_interval`), stop what is due, delete rows stopped longer than the retention.
     pub async fn tick(&self) -> anyhow::Result<TickReport> {
         let mut report = TickReport::default();
         if let Some(address) = &self.ports.webhook_address {
@@ -346,13 +371,17 @@ impl ChannelWorker {
     async fn stop_due(&self, report: &mut TickReport) -> anyhow::Result<()> {
         let store = &self.ports.store;
         let now = self.ports.clock.now();
-        let recovered = store
-            .retire_abandoned_channels(
-                now - self.settings.registration_timeout,
-                self.ports.channel_ttl,
-            )
-            .await
-            .context("retiring abandoned channels")?;
+        let recovered = if self.recovery_due(now) {
+            store
+                .retire_abandoned_channels(
+                    now - self.settings.registration_timeout,
+                    self.ports.channel_ttl,
+                )
+                .await
+                .context("retiring abandoned channels")?
+        } else {
+            0
+        };
         if recovered > 0 {
             tracing::info!(
                 channels = recovered,
@@ -734,5 +763,24 @@ mod tests {
         world.clock.advance(Duration::from_secs(120));
         assert_eq!(worker.tick().await.unwrap().deleted, 1);
         assert_eq!(world.state_of(&channel), None);
+    }
+
+    #[tokio::test]
+    async fn orphans_are_swept_once_a_recovery_interval_not_every_tick() {
+        let world = World::new();
+        let id = world.calendar(0);
+        let worker = world.plain_worker();
+        worker.tick().await.unwrap();
+        let channel = world.store.channels()[0].channel_id.clone();
+        world.store.orphan_channels_of(id);
+        world.clock.advance(Duration::from_secs(1));
+        worker.tick().await.unwrap();
+        assert_eq!(world.state_of(&channel), Some(ChannelState::Active));
+
+        world
+            .clock
+            .advance(ChannelSettings::default().recovery_interval);
+        worker.tick().await.unwrap();
+        assert_eq!(world.state_of(&channel), Some(ChannelState::Stopped));
     }
 }

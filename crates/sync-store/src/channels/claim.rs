@@ -2,7 +2,7 @@
 //! registered or renewed, so that exactly one instance works on a calendar.
 //! A dead instance's lease simply expires.
 
-use super::{ChannelWork, corrupt, push_mode};
+use super::{ChannelWork, corrupt};
 use crate::pool::{query_error, with_conn};
 use crate::schema::calendar_sync_state as cs;
 use crate::store::Store;
@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use std::time::Duration;
 use sync_domain::ports::StoreError;
-use sync_domain::{CalendarId, GoogleCalendarId, UserId};
+use sync_domain::{CalendarId, GoogleCalendarId, SyncState, UserId};
 use time::PrimitiveDateTime;
 
 type WorkRow = (
@@ -42,25 +42,48 @@ macro_rules! release {
 }
 pub(crate) use release;
 
-/// Whether a calendar is due for channel work at `$now` and its lease is free
-/// (never taken, expired, or held by an instance known dead: `$owner_gone`,
-/// from `Dialect::owner_gone`).
+/// Calendars that may get channel work: pushed to and not gone, as literal
+/// SQL, the predicate of the partial index `calendar_sync_state_channel_due`
+/// (a bound parameter would not let either backend use that index).
+fn channel_candidate() -> String {
+    format!(
+        "calendar_sync_state.push_mode = '{}' AND calendar_sync_state.sync_state <> '{}'",
+        sync_domain::channel::PushMode::Push.as_str(),
+        SyncState::Gone
+    )
+}
+
+/// Whether a calendar's channel lease is free at `$now` (never taken,
+/// expired, or held by an instance known dead: `$owner_gone`, from
+/// `Dialect::owner_gone`).
+macro_rules! lease_free {
+    ($query:expr, $now:expr, $clock:expr, $owner_gone:expr) => {
+        $query.filter(
+            cs::channel_lease_owner
+                .is_null()
+                .or(cs::channel_lease_expires_at.le($clock.now_expr($now)))
+                .or(diesel::dsl::sql::<diesel::sql_types::Bool>($owner_gone)),
+        )
+    };
+}
+
+/// Whether a calendar is due for channel work at `$now` and its lease is free.
 macro_rules! due_and_free {
     ($query:expr, $now:expr, $clock:expr, $owner_gone:expr) => {
-        $query
-            .filter(cs::push_mode.eq(push_mode::PUSH))
-            .filter(cs::sync_state.ne(crate::calendars::sync_state::GONE))
-            .filter(
-                cs::channel_next_attempt_at
-                    .is_null()
-                    .or(cs::channel_next_attempt_at.le($now)),
-            )
-            .filter(
-                cs::channel_lease_owner
-                    .is_null()
-                    .or(cs::channel_lease_expires_at.le($clock.now_expr($now)))
-                    .or(diesel::dsl::sql::<diesel::sql_types::Bool>($owner_gone)),
-            )
+        lease_free!(
+            $query
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                    &channel_candidate()
+                ))
+                .filter(
+                    cs::channel_next_attempt_at
+                        .is_null()
+                        .or(cs::channel_next_attempt_at.le($now)),
+                ),
+            $now,
+            $clock,
+            $owner_gone
+        )
     };
 }
 
@@ -92,13 +115,25 @@ macro_rules! claim_update {
     };
 }
 
-/// Up to `$limit` candidate calendars, most overdue first.
+/// Up to `$limit` candidate calendars among those `$due` selects: never
+/// scheduled (`channel_next_attempt_at IS NULL`) or due by `$now`, asked
+/// separately, so that each is one range of the partial index (the two as one
+/// `OR` read the whole index, every calendar, every tick).
 macro_rules! candidates {
-    ($now:expr, $limit:expr, $clock:expr, $owner_gone:expr) => {
-        due_and_free!(cs::table, $now, $clock, $owner_gone)
-            .order(cs::channel_next_attempt_at.asc())
-            .limit($limit)
-            .select(cs::id)
+    ($due:expr, $now:expr, $limit:expr, $clock:expr, $owner_gone:expr) => {
+        lease_free!(
+            cs::table
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                    &channel_candidate()
+                ))
+                .filter($due),
+            $now,
+            $clock,
+            $owner_gone
+        )
+        .order(cs::channel_next_attempt_at.asc())
+        .limit($limit)
+        .select(cs::id)
     };
 }
 
@@ -124,11 +159,37 @@ impl Store {
         // right now instead of queueing behind its lock) hold until the update.
         let rows: Vec<WorkRow> = with_conn!(&self.pool, |conn| {
             conn.transaction::<_, diesel::result::Error, _>(async |conn| {
-                let candidates = dialect.skip_locked(
-                    candidates!(now_db, limit, clock, gone),
-                    "calendar_sync_state",
-                );
-                let ids: Vec<String> = candidates.load(conn).await?;
+                // Never scheduled first (new calendars), then most overdue first.
+                let mut ids: Vec<String> = dialect
+                    .skip_locked(
+                        candidates!(
+                            cs::channel_next_attempt_at.is_null(),
+                            now_db,
+                            limit,
+                            clock,
+                            gone
+                        ),
+                        "calendar_sync_state",
+                    )
+                    .load(conn)
+                    .await?;
+                let left = limit - i64::try_from(ids.len()).unwrap_or(limit);
+                if left > 0 {
+                    let overdue: Vec<String> = dialect
+                        .skip_locked(
+                            candidates!(
+                                cs::channel_next_attempt_at.le(now_db),
+                                now_db,
+                                left,
+                                clock,
+                                gone
+                            ),
+                            "calendar_sync_state",
+                        )
+                        .load(conn)
+                        .await?;
+                    ids.extend(overdue);
+                }
                 claim_update!(conn, ids, owner, now_db, until, clock, gone)
             })
             .await

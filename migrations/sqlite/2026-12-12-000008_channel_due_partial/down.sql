@@ -1,0 +1,2 @@
+DROP INDEX calendar_sync_state_channel_due;
+CREATE INDEX calendar_sync_state_channel_due ON calendar_sync_state (channel_next_attempt_at);
