@@ -641,3 +641,65 @@ test_on_both_backends!(
         assert_eq!(creds.access_token.unwrap().token, cached.token);
     }
 );
+
+test_on_both_backends!(
+    an_active_channel_whose_calendar_is_gone_is_retired_by_the_recovery_sweep,
+    async |store: Store| {
+        let owner = user("u1");
+        store
+            .put_refresh_token(&owner, &RefreshToken::new("1//r"))
+            .await
+            .unwrap();
+        let channel = NewChannel {
+            channel_id: ChannelId::parse("kept-channel").unwrap(),
+            token: ChannelToken::new("kept-token"),
+        };
+        let orphan = NewChannel {
+            channel_id: ChannelId::parse("orphan-channel").unwrap(),
+            token: ChannelToken::new("orphan-token"),
+        };
+        for (calendar, channel) in [
+            ("kept@example.com", &channel),
+            ("gone@example.com", &orphan),
+        ] {
+            sync_store::test_support::connect_with_active_channel(
+                &store,
+                &owner,
+                &GoogleCalendarId::parse(calendar).unwrap(),
+                channel,
+                &ResourceId::parse(format!("resource-{calendar}")).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        }
+        // What a crash between marking the calendar gone and retiring its
+        // channel would leave.
+        let gone = "UPDATE calendar_sync_state SET sync_state = 'gone' \
+                    WHERE google_calendar_id = 'gone@example.com'";
+        sync_store::test_support::execute_sql(&store, &[gone], &[gone]).await;
+
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        assert_eq!(
+            store.retire_abandoned_channels(before, week).await.unwrap(),
+            1
+        );
+        let state = |id: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .channel_state(&ChannelId::parse(id).unwrap())
+                    .await
+                    .unwrap()
+            }
+        };
+        use sync_domain::channel::ChannelState;
+        assert_eq!(state("orphan-channel").await, Some(ChannelState::Retiring));
+        assert_eq!(state("kept-channel").await, Some(ChannelState::Active));
+        assert_eq!(
+            store.retire_abandoned_channels(before, week).await.unwrap(),
+            0
+        );
+    }
+);

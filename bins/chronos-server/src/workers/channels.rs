@@ -195,7 +195,8 @@ impl ChannelWorker {
     }
 
     /// One pass: register or renew what is due, recover abandoned channels
-    /// (at most once a `recovery_interval`), stop what is due, delete rows stopped longer than the retention.
+    /// (at most once a `recovery_interval`), stop what is due, delete rows
+    /// stopped longer than the retention.
     pub async fn tick(&self) -> anyhow::Result<TickReport> {
         let mut report = TickReport::default();
         if let Some(address) = &self.ports.webhook_address {

@@ -67,19 +67,32 @@ macro_rules! lease_free {
     };
 }
 
-/// Whether a calendar is due for channel work at `$now` and its lease is free.
-macro_rules! due_and_free {
-    ($query:expr, $now:expr, $clock:expr, $owner_gone:expr) => {
+/// The calendars of `$query` that may get channel work, are `$due` and
+/// whose lease is free.
+macro_rules! claimable {
+    ($query:expr, $due:expr, $now:expr, $clock:expr, $owner_gone:expr) => {
         lease_free!(
             $query
                 .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
                     &channel_candidate()
                 ))
-                .filter(
-                    cs::channel_next_attempt_at
-                        .is_null()
-                        .or(cs::channel_next_attempt_at.le($now)),
-                ),
+                .filter($due),
+            $now,
+            $clock,
+            $owner_gone
+        )
+    };
+}
+
+/// Whether a calendar is due for channel work at `$now` (never scheduled, or
+/// scheduled by then) and its lease is free.
+macro_rules! due_and_free {
+    ($query:expr, $now:expr, $clock:expr, $owner_gone:expr) => {
+        claimable!(
+            $query,
+            cs::channel_next_attempt_at
+                .is_null()
+                .or(cs::channel_next_attempt_at.le($now)),
             $now,
             $clock,
             $owner_gone
@@ -121,19 +134,10 @@ macro_rules! claim_update {
 /// `OR` read the whole index, every calendar, every tick).
 macro_rules! candidates {
     ($due:expr, $now:expr, $limit:expr, $clock:expr, $owner_gone:expr) => {
-        lease_free!(
-            cs::table
-                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
-                    &channel_candidate()
-                ))
-                .filter($due),
-            $now,
-            $clock,
-            $owner_gone
-        )
-        .order(cs::channel_next_attempt_at.asc())
-        .limit($limit)
-        .select(cs::id)
+        claimable!(cs::table, $due, $now, $clock, $owner_gone)
+            .order(cs::channel_next_attempt_at.asc())
+            .limit($limit)
+            .select(cs::id)
     };
 }
 
