@@ -161,6 +161,15 @@ pub async fn seed(
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
+    if store.dialect() == sync_store::dialect::Dialect::Postgres {
+        // The planner's statistics, as autovacuum would have gathered them on
+        // a live database (the machine's shared cluster runs without it):
+        // without them it plans the sync claim as a scan of every calendar.
+        store
+            .execute_for_benchmark("ANALYZE")
+            .await
+            .context("analyzing the seeded tables")?;
+    }
     Ok(seeded.into_iter().flatten().collect())
 }
 

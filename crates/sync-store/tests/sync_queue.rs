@@ -296,6 +296,57 @@ test_on_both_backends!(
 );
 
 test_on_both_backends!(
+    claims_take_the_oldest_requests_first_past_those_backing_off,
+    async |store: Store| {
+        use sync_store::test_support::CLAIM_LIMIT;
+        let limit = usize::try_from(CLAIM_LIMIT).unwrap();
+        let mut calendars = Vec::new();
+        for n in 0..limit + 2 {
+            calendars.push(connected(&store, "u1", &format!("cal-{n}")).await.id);
+            // Distinct request times, in connection order.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // The oldest request's calendar fails and backs off, keeping its request.
+        let first = claim_at(&store, "a", later(5_000), 0).await;
+        assert_eq!(first.len(), limit);
+        let oldest = first
+            .iter()
+            .find(|c| c.calendar_id == calendars[0])
+            .expect("the oldest request is claimed first");
+        let action = FailureAction::Retry {
+            next_attempt_at: later(600_000),
+            error: "rate limited by Google".into(),
+            repeat: None,
+        };
+        assert!(store.fail(me(oldest, "a"), action, later(0)).await.unwrap());
+        for claim in first.iter().filter(|c| c.calendar_id != calendars[0]) {
+            assert!(complete(&store, claim, "a", &[], "t", claim.generation, true).await);
+        }
+        for calendar in &calendars {
+            store.request_sync(*calendar).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Pending now, oldest first: the backing-off calendar's request (passed
+        // over), the two never claimed (still their connection's requests),
+        // then the others' new requests in order.
+        let mut got: Vec<_> = claim_at(&store, "a", later(5_000), 0)
+            .await
+            .into_iter()
+            .map(|c| c.calendar_id)
+            .collect();
+        let mut expected = [&calendars[limit..], &calendars[1..limit - 1]].concat();
+        expected.sort_by_key(ToString::to_string);
+        got.sort_by_key(ToString::to_string);
+        assert_eq!(got, expected, "the {limit} oldest claimable requests");
+        let rest = claim_at(&store, "b", later(5_000), 0).await;
+        assert_eq!(
+            rest.iter().map(|c| c.calendar_id).collect::<Vec<_>>(),
+            [calendars[limit - 1]]
+        );
+    }
+);
+
+test_on_both_backends!(
     needs_reauth_survives_the_sync_and_new_credentials_resume_it,
     async |store: Store| {
         let calendar = connected(&store, "u1", "primary").await;
