@@ -17,89 +17,139 @@
 //! answering) is answered "unavailable" (503 and `Retry-After`: Google retries).
 
 use crate::pool::DbPool;
-use crate::webhook::write_batch;
+use crate::webhook::{lookup_batch, write_batch};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use std::future::Future;
 use std::time::Duration;
 use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
+use sync_domain::{ChannelId, ChannelRecord};
 use tokio::sync::{mpsc, oneshot};
 
-/// Most requests committed in one transaction.
+/// Most requests committed in one transaction (or channels read in one lookup).
 pub const MAX_BATCH: usize = 256;
 /// Batches written at once on PostgreSQL (SQLite: one, its one writer connection).
 pub const POSTGRES_IN_FLIGHT: usize = 4;
+/// Channel lookups read at once (each on a connection of the readers' pool).
+pub const LOOKUPS_IN_FLIGHT: usize = 2;
 /// Longest a batch may take before its requests are answered "unavailable".
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests waiting for a writer before senders wait too (back-pressure).
 const QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<RecordOutcome, StoreError>>;
+type Reply<Out> = oneshot::Sender<Result<Out, StoreError>>;
 
-/// The queue in front of the writer tasks.
-#[derive(Clone)]
-pub(crate) struct GroupCommit {
-    queue: mpsc::Sender<(SyncRequest, Reply)>,
+/// A queue in front of a task that answers whatever waits in it with one
+/// set-based statement, up to `in_flight` statements at once.
+pub(crate) struct Batcher<In, Out> {
+    queue: mpsc::Sender<(In, Reply<Out>)>,
 }
 
-impl GroupCommit {
-    /// Starts the writers on the current runtime.
-    pub(crate) fn start(pool: &DbPool) -> Self {
+impl<In, Out> Clone for Batcher<In, Out> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<In: Send + 'static, Out: Send + 'static> Batcher<In, Out> {
+    /// Starts the task on the current runtime; `run` answers one batch, one
+    /// output per input, in order.
+    fn start<F, Fut>(in_flight: usize, what: &'static str, run: F) -> Self
+    where
+        F: Fn(Vec<In>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Out>, StoreError>> + Send + 'static,
+    {
         let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(pool.clone(), receiver));
+        tokio::spawn(serve(in_flight.max(1), what, run, receiver));
         Self { queue }
     }
 
-    /// Queues a request and waits for its commit; `None` when the writers are
-    /// gone (their runtime ended), so the caller writes directly.
-    pub(crate) async fn submit(
-        &self,
-        request: SyncRequest,
-    ) -> Option<Result<RecordOutcome, StoreError>> {
+    /// Queues `input` and waits for its batch; `None` when the task is gone
+    /// (its runtime ended), so the caller asks the database directly.
+    pub(crate) async fn submit(&self, input: In) -> Option<Result<Out, StoreError>> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send((request, reply)).await.ok()?;
+        self.queue.send((input, reply)).await.ok()?;
         answer.await.ok()
     }
 }
 
-async fn writer(pool: DbPool, mut receiver: mpsc::Receiver<(SyncRequest, Reply)>) {
-    let in_flight = pool.dialect().batches_in_flight();
-    let mut writing = FuturesUnordered::new();
+/// The queue in front of the webhook's writer tasks.
+pub(crate) type GroupCommit = Batcher<SyncRequest, RecordOutcome>;
+
+/// Starts the group-commit writers on the current runtime.
+pub(crate) fn start_group_commit(pool: &DbPool) -> GroupCommit {
+    let pool = pool.clone();
+    Batcher::start(
+        pool.dialect().batches_in_flight(),
+        "recording sync requests",
+        move |requests| {
+            let pool = pool.clone();
+            async move { write_batch(&pool, &requests).await }
+        },
+    )
+}
+
+/// The queue in front of the webhook's channel lookups: concurrent lookups
+/// that miss the cache are read with one statement (`webhook::lookup_batch`).
+pub(crate) type GroupLookup = Batcher<ChannelId, Option<ChannelRecord>>;
+
+/// Starts the channel lookups on the current runtime.
+pub(crate) fn start_group_lookup(pool: &DbPool) -> GroupLookup {
+    let pool = pool.clone();
+    Batcher::start(LOOKUPS_IN_FLIGHT, "looking channels up", move |ids| {
+        let pool = pool.clone();
+        async move { lookup_batch(&pool, &ids).await }
+    })
+}
+
+async fn serve<In, Out, F, Fut>(
+    in_flight: usize,
+    what: &'static str,
+    run: F,
+    mut receiver: mpsc::Receiver<(In, Reply<Out>)>,
+) where
+    F: Fn(Vec<In>) -> Fut,
+    Fut: Future<Output = Result<Vec<Out>, StoreError>>,
+{
+    let mut running = FuturesUnordered::new();
     let mut open = true;
     loop {
-        if open && writing.len() < in_flight {
+        if open && running.len() < in_flight {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             tokio::select! {
                 // Finished batches first: their requests are waiting for an answer.
                 biased;
-                Some(()) = writing.next(), if !writing.is_empty() => continue,
+                Some(()) = running.next(), if !running.is_empty() => continue,
                 received = receiver.recv_many(&mut batch, MAX_BATCH) => {
                     if received == 0 {
                         open = false; // every sender is gone: finish what is in flight
                         continue;
                     }
-                    writing.push(commit(&pool, batch));
+                    running.push(answer(what, &run, batch));
                 }
             }
-        } else if writing.next().await.is_none() {
+        } else if running.next().await.is_none() {
             return; // closed and nothing in flight
         }
     }
 }
 
-/// Writes one batch and answers each of its requests.
-async fn commit(pool: &DbPool, batch: Vec<(SyncRequest, Reply)>) {
-    let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let written = tokio::time::timeout(WRITE_TIMEOUT, write_batch(pool, &requests))
+/// Runs one batch and answers each of its inputs.
+async fn answer<In, Out, F, Fut>(what: &'static str, run: &F, batch: Vec<(In, Reply<Out>)>)
+where
+    F: Fn(Vec<In>) -> Fut,
+    Fut: Future<Output = Result<Vec<Out>, StoreError>>,
+{
+    let (inputs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let done = tokio::time::timeout(WRITE_TIMEOUT, run(inputs))
         .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unavailable(
-                "recording sync requests timed out".into(),
-            ))
-        });
-    match written {
-        Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+        .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("{what} timed out").into())));
+    match done {
+        Ok(outputs) => {
+            for (reply, output) in replies.into_iter().zip(outputs) {
+                let _ = reply.send(Ok(output));
             }
         }
         Err(error) => {

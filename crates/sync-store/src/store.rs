@@ -3,7 +3,7 @@
 use crate::channel_cache::ChannelCache;
 use crate::crypto::{CredentialCipher, resolve_key};
 use crate::dialect::LeaseClock;
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, GroupLookup, start_group_commit, start_group_lookup};
 use crate::pool::{DatabaseUrl, DbPool, PoolOptions, with_conn};
 use crate::timestamps::to_db;
 use async_trait::async_trait;
@@ -33,6 +33,8 @@ pub struct Store {
     /// Started by [`Self::open`] on its runtime, else on first use, on the
     /// runtime of the first caller.
     writer: Arc<std::sync::OnceLock<GroupCommit>>,
+    /// The webhook's batched channel lookups; started like `writer`.
+    lookups: Arc<std::sync::OnceLock<GroupLookup>>,
     /// Bumped after every commit that appended to the change feed (see `changes`).
     pub(crate) change_signal: Arc<tokio::sync::watch::Sender<u64>>,
     url: DatabaseUrl,
@@ -69,6 +71,7 @@ impl Store {
             lease_clock: LeaseClock::Database,
             channel_cache: Arc::default(),
             writer: Arc::default(),
+            lookups: Arc::default(),
             change_signal: Arc::new(tokio::sync::watch::Sender::new(0)),
             url,
         })
@@ -101,7 +104,13 @@ impl Store {
     /// The group-commit writer for sync requests.
     pub(crate) fn group_commit(&self) -> &GroupCommit {
         self.writer
-            .get_or_init(|| GroupCommit::start(&self.writers))
+            .get_or_init(|| start_group_commit(&self.writers))
+    }
+
+    /// The batched channel lookups of the webhook.
+    pub(crate) fn group_lookup(&self) -> &GroupLookup {
+        self.lookups
+            .get_or_init(|| start_group_lookup(&self.readers))
     }
 
     /// Ends every sync and channel lease now, so that work a killed process
@@ -187,6 +196,7 @@ impl Store {
         // SQLite's p99 at 2,000 req/s 13-15 ms against 4.7-4.8 ms
         // (`docs/benchmarks.md`).
         store.group_commit();
+        store.group_lookup();
         Ok(store)
     }
 

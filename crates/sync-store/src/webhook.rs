@@ -1,4 +1,4 @@
-//! The webhook's two hot-path queries: one round trip each.
+//! The webhook's two hot-path queries, each asked for many notifications at once.
 
 use crate::calendars::sync_state::GONE;
 use crate::channels::state;
@@ -22,6 +22,7 @@ use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNum
 use time::PrimitiveDateTime;
 
 type ChannelRow = (
+    String,                    // channel id
     String,                    // token
     Option<String>,            // calendar id
     Option<Stored<SyncState>>, // calendar's sync state
@@ -30,8 +31,61 @@ type ChannelRow = (
     Option<String>,            // credentials' user id (present: the user has credentials)
 );
 
+/// What the webhook needs of one channel (`row`, read for `channel_id`).
+fn channel_record(row: ChannelRow) -> (String, ChannelRecord) {
+    let (channel_id, token, calendar_id, state, current, last, credentials) = row;
+    let calendar_id = calendar_id.and_then(|id| CalendarId::parse(id.as_str()).ok());
+    let is_current = current.as_deref() == Some(channel_id.as_str());
+    let record = ChannelRecord {
+        token: ChannelToken::new(token),
+        calendar_active: calendar_id.is_some()
+            && state.is_some_and(|s| s != GONE)
+            && credentials.is_some(),
+        calendar_id,
+        last_message_number: last.filter(|_| is_current).map(MessageNumber::new),
+    };
+    (channel_id, record)
+}
+
+/// Looks channels up, each with its calendar and its user's credentials, in
+/// one query; one answer per id, in order (`None`: unknown or stopped).
+pub(crate) async fn lookup_batch(
+    pool: &DbPool,
+    ids: &[ChannelId],
+) -> Result<Vec<Option<ChannelRecord>>, StoreError> {
+    let wanted: Vec<&str> = ids.iter().map(ChannelId::as_str).collect();
+    let rows: Vec<ChannelRow> = with_conn!(pool, |conn| {
+        wc::table
+            .left_join(cs::table.on(cs::id.nullable().eq(wc::calendar_id)))
+            .left_join(sr::table.on(sr::calendar_id.nullable().eq(wc::calendar_id)))
+            .left_join(gc::table.on(gc::user_id.nullable().eq(cs::user_id.nullable())))
+            .filter(wc::channel_id.eq_any(&wanted))
+            .filter(wc::state.ne(state::STOPPED))
+            .select((
+                wc::channel_id,
+                wc::token,
+                wc::calendar_id,
+                cs::sync_state.nullable(),
+                sr::channel_id.nullable(),
+                sr::last_message_number.nullable(),
+                gc::user_id.nullable(),
+            ))
+            .load::<ChannelRow>(conn)
+            .await
+            .map_err(query_error)?
+    });
+    let found: HashMap<String, ChannelRecord> = rows.into_iter().map(channel_record).collect();
+    Ok(ids
+        .iter()
+        .map(|id| found.get(id.as_str()).cloned())
+        .collect())
+}
+
 impl Store {
-    /// Looks a channel up with its calendar and its user's credentials in one query.
+    /// Looks a channel up with its calendar and its user's credentials: from
+    /// the cache, else through the group lookup, which reads the channels of
+    /// concurrent notifications with one query (the cold mix misses the cache
+    /// on every request).
     pub(crate) async fn find_channel_record(
         &self,
         channel_id: &ChannelId,
@@ -42,38 +96,13 @@ impl Store {
         if self.channel_cache.is_unknown(channel_id) {
             return Ok(None);
         }
-        let row: Option<ChannelRow> = with_conn!(&self.readers, |conn| {
-            wc::table
-                .left_join(cs::table.on(cs::id.nullable().eq(wc::calendar_id)))
-                .left_join(sr::table.on(sr::calendar_id.nullable().eq(wc::calendar_id)))
-                .left_join(gc::table.on(gc::user_id.nullable().eq(cs::user_id.nullable())))
-                .filter(wc::channel_id.eq(channel_id.as_str()))
-                .filter(wc::state.ne(state::STOPPED))
-                .select((
-                    wc::token,
-                    wc::calendar_id,
-                    cs::sync_state.nullable(),
-                    sr::channel_id.nullable(),
-                    sr::last_message_number.nullable(),
-                    gc::user_id.nullable(),
-                ))
-                .first::<ChannelRow>(conn)
-                .await
-                .optional()
-                .map_err(query_error)?
-        });
-        let record = row.map(|(token, calendar_id, state, current, last, credentials)| {
-            let calendar_id = calendar_id.and_then(|id| CalendarId::parse(id.as_str()).ok());
-            let is_current = current.as_deref() == Some(channel_id.as_str());
-            ChannelRecord {
-                token: ChannelToken::new(token),
-                calendar_active: calendar_id.is_some()
-                    && state.is_some_and(|s| s != GONE)
-                    && credentials.is_some(),
-                calendar_id,
-                last_message_number: last.filter(|_| is_current).map(MessageNumber::new),
-            }
-        });
+        let record = match self.group_lookup().submit(channel_id.clone()).await {
+            Some(record) => record?,
+            None => lookup_batch(&self.readers, std::slice::from_ref(channel_id))
+                .await?
+                .pop()
+                .flatten(),
+        };
         match &record {
             Some(record) => self.channel_cache.put(channel_id, record),
             None => self.channel_cache.put_unknown(channel_id),

@@ -703,3 +703,46 @@ test_on_both_backends!(
         );
     }
 );
+
+test_on_both_backends!(
+    concurrent_lookups_share_a_query_and_each_gets_its_own_channel,
+    async |store: Store| {
+        let mut calendars = Vec::new();
+        for n in 0..20 {
+            let channel = format!("chan-{n}");
+            let token = format!("tok-{n}");
+            calendars
+                .push(seed_calendar(&store, "u1", &format!("cal-{n}"), &channel, &token).await);
+        }
+        let orphan = sync_store::test_support::seed_calendar_without_credentials(
+            &store, "u2", "cal-x", "chan-x", "tok-x",
+        )
+        .await;
+        let mut ids: Vec<String> = (0..20).map(|n| format!("chan-{n}")).collect();
+        ids.extend((0..20).map(|n| format!("stranger-{n}")));
+        ids.push("chan-x".to_owned());
+        // Asked at once (and some twice), so the lookups are read in batches.
+        ids.extend((0..5).map(|n| format!("chan-{n}")));
+        let ids: Vec<ChannelId> = ids.iter().map(|id| ChannelId::parse(id).unwrap()).collect();
+        let found = futures::future::join_all(ids.iter().map(|id| store.find_channel(id))).await;
+        for (id, record) in ids.iter().zip(found) {
+            let record = record.unwrap();
+            let id = id.as_str();
+            if let Some(n) = id
+                .strip_prefix("chan-")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                let record = record.expect("a known channel");
+                assert!(record.token.matches(&format!("tok-{n}")), "{id}");
+                assert_eq!(record.calendar_id, Some(calendars[n].id), "{id}");
+                assert!(record.calendar_active, "{id}");
+            } else if id == "chan-x" {
+                let record = record.expect("a known channel");
+                assert_eq!(record.calendar_id, Some(orphan.id));
+                assert!(!record.calendar_active, "its user has no credentials");
+            } else {
+                assert_eq!(record, None, "{id} is unknown");
+            }
+        }
+    }
+);
