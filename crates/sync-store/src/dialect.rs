@@ -132,10 +132,10 @@ impl Dialect {
     /// predecessor's leases once its port is bound).
     ///
     /// `pg_locks` copies the whole lock table (taking every lock partition's
-    /// lock) each time it is read, so it is read once per statement: an
-    /// uncorrelated `NOT IN`, which PostgreSQL hashes once, not a `NOT EXISTS`
-    /// per held lease (measured at 5.9 ms a sync claim with syncs running,
-    /// `docs/benchmarks.md`).
+    /// lock) each time it is read, so it is asked as an uncorrelated `NOT IN`,
+    /// which PostgreSQL hashes once per statement however the query around it
+    /// is planned. (The correlated `NOT EXISTS` before it was also read once in
+    /// the plans `EXPLAIN` showed; this is a guard, not a measured gain.)
     pub fn owner_gone(self, column: &str) -> String {
         match self {
             Self::Postgres => format!(
