@@ -437,6 +437,47 @@ test_on_both_backends!(
     }
 );
 
+test_on_both_backends!(
+    a_stopped_channel_records_nothing_whether_or_not_a_request_is_pending,
+    async |store: Store| {
+        let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
+        let channel = ChannelId::parse("chan-1").unwrap();
+        let other = Store::open(
+            store.url().clone(),
+            Some(sync_store::test_support::TEST_ENCRYPTION_KEY),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        other.mark_channel_stopped(&channel).await.unwrap();
+        let count = |store: &Store| {
+            let store = store.clone();
+            async move {
+                let calendar = store.calendar(calendar.id).await.unwrap().unwrap();
+                (calendar.sync_request_count, calendar.sync_requested_at)
+            }
+        };
+        // The initial sync's request is pending: it covers the notification,
+        // whose channel is not read again (no write either way).
+        let before = count(&store).await;
+        let outcome = store
+            .record_sync_request(&request(calendar.id, "chan-1", Some(3)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, RecordOutcome::AlreadyPending);
+        assert_eq!(count(&store).await, before);
+        // Nothing pending: the write checks the channel and refuses.
+        consume_pending_request(&store, calendar.id).await;
+        let before = count(&store).await;
+        let outcome = store
+            .record_sync_request(&request(calendar.id, "chan-1", Some(4)))
+            .await
+            .unwrap();
+        assert_eq!(outcome, RecordOutcome::CalendarGone);
+        assert_eq!(count(&store).await, before);
+    }
+);
+
 /// A PostgreSQL store (with its database, kept alive by the caller) holding
 /// one calendar on channel `chan-1` whose pending request a sync has claimed;
 /// `None` when PostgreSQL is skipped.
