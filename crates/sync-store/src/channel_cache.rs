@@ -12,66 +12,69 @@
 //! channel is answered as unknown. The only trace left: within the TTL, a
 //! `sync` handshake on it is answered as a handshake, which is also `200 {}`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use quick_cache::sync::Cache;
 use std::time::{Duration, Instant};
 use sync_domain::{ChannelId, ChannelRecord};
 
 /// How long a lookup is reused.
 pub const TTL: Duration = Duration::from_secs(30);
-/// Entries kept at most (about 300 bytes each); the cache empties when full.
-pub const CAPACITY: usize = 100_000;
+/// Entries kept at most (about 200 bytes each, so about 4 MB): the channels
+/// that notify again within [`TTL`] are what it is for, and past this many
+/// the least used give way (quick_cache's S3-FIFO, which also keeps a scan of
+/// channels seen once, as in the cold mix, from pushing out the busy ones).
+/// At 100,000 entries it held 20 MB and more of the cold mix's peak RSS
+/// (`docs/benchmarks.md`, seventh session).
+pub const CAPACITY: usize = 20_000;
 
 /// How long an id the database did not know is answered as unknown without
 /// asking again: short, since a channel registered elsewhere meanwhile would
 /// go unrecognised for that long (ids are fresh random UUIDs, so in practice
 /// only strangers' ids land here).
 pub const UNKNOWN_TTL: Duration = Duration::from_secs(5);
-/// Unknown ids kept at most (the cache of them empties when full).
-pub const UNKNOWN_CAPACITY: usize = 10_000;
+/// Unknown ids kept at most.
+pub const UNKNOWN_CAPACITY: usize = 5_000;
 
 /// Channel id to (record, when it was read), and ids recently found unknown.
-#[derive(Debug, Default)]
 pub(crate) struct ChannelCache {
-    entries: Mutex<HashMap<ChannelId, (ChannelRecord, Instant)>>,
-    unknown: Mutex<HashMap<ChannelId, Instant>>,
+    entries: Cache<ChannelId, (ChannelRecord, Instant)>,
+    unknown: Cache<ChannelId, Instant>,
+}
+
+impl Default for ChannelCache {
+    fn default() -> Self {
+        Self {
+            entries: Cache::new(CAPACITY),
+            unknown: Cache::new(UNKNOWN_CAPACITY),
+        }
+    }
+}
+
+impl std::fmt::Debug for ChannelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelCache")
+            .field("entries", &self.entries.len())
+            .field("unknown", &self.unknown.len())
+            .finish()
+    }
 }
 
 impl ChannelCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, (ChannelRecord, Instant)>> {
-        // A panic while holding this lock cannot leave the map inconsistent.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn unknown(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, Instant>> {
-        self.unknown
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Whether `channel_id` was found unknown within [`UNKNOWN_TTL`].
     pub(crate) fn is_unknown(&self, channel_id: &ChannelId) -> bool {
-        self.unknown()
+        self.unknown
             .get(channel_id)
             .is_some_and(|at| at.elapsed() < UNKNOWN_TTL)
     }
 
     /// Remembers that the database does not know `channel_id`.
     pub(crate) fn put_unknown(&self, channel_id: &ChannelId) {
-        let mut unknown = self.unknown();
-        if unknown.len() >= UNKNOWN_CAPACITY {
-            unknown.clear();
-        }
-        unknown.insert(channel_id.clone(), Instant::now());
+        self.unknown.insert(channel_id.clone(), Instant::now());
     }
 
     /// A fresh cached record, if any.
     pub(crate) fn get(&self, channel_id: &ChannelId) -> Option<ChannelRecord> {
-        let entries = self.entries();
-        let (record, read_at) = entries.get(channel_id)?;
-        (read_at.elapsed() < TTL).then(|| record.clone())
+        let (record, read_at) = self.entries.get(channel_id)?;
+        (read_at.elapsed() < TTL).then_some(record)
     }
 
     /// Remembers an active channel's record (inactive ones are always re-read).
@@ -79,23 +82,20 @@ impl ChannelCache {
         if !record.calendar_active {
             return;
         }
-        let mut entries = self.entries();
-        if entries.len() >= CAPACITY {
-            entries.clear();
-        }
-        entries.insert(channel_id.clone(), (record.clone(), Instant::now()));
+        self.entries
+            .insert(channel_id.clone(), (record.clone(), Instant::now()));
     }
 
     /// Forgets one channel, known or unknown.
     pub(crate) fn forget(&self, channel_id: &ChannelId) {
-        self.entries().remove(channel_id);
-        self.unknown().remove(channel_id);
+        self.entries.remove(channel_id);
+        self.unknown.remove(channel_id);
     }
 
     /// Forgets everything (after this process changed a channel's state).
     pub(crate) fn clear(&self) {
-        self.entries().clear();
-        self.unknown().clear();
+        self.entries.clear();
+        self.unknown.clear();
     }
 }
 
@@ -137,9 +137,13 @@ mod tests {
         assert!(cache.is_unknown(&a));
         cache.forget(&a);
         assert!(!cache.is_unknown(&a));
-        for n in 0..=UNKNOWN_CAPACITY {
+        for n in 0..=2 * UNKNOWN_CAPACITY {
             cache.put_unknown(&ChannelId::parse(format!("id-{n}")).unwrap());
         }
-        assert!(cache.unknown().len() <= UNKNOWN_CAPACITY);
+        assert!(cache.unknown.len() <= UNKNOWN_CAPACITY);
+        for n in 0..=2 * CAPACITY {
+            cache.put(&ChannelId::parse(format!("id-{n}")).unwrap(), &record(true));
+        }
+        assert!(cache.entries.len() <= CAPACITY);
     }
 }
