@@ -18,12 +18,12 @@ use sync_domain::{ChannelId, ChannelRecord};
 
 /// How long a lookup is reused.
 pub const TTL: Duration = Duration::from_secs(30);
-/// Entries kept at most (about 200 bytes each, so about 4 MB): the channels
-/// that notify again within [`TTL`] are what it is for, and past this many
-/// the least used give way (quick_cache's S3-FIFO, which also keeps a scan of
-/// channels seen once, as in the cold mix, from pushing out the busy ones).
-/// At 100,000 entries it held 20 MB and more of the cold mix's peak RSS
-/// (`docs/benchmarks.md`, seventh session).
+/// Entries kept at most (about 200 bytes each by their sizes, so about 4 MB):
+/// the channels that notify again within [`TTL`] are what it is for, and past
+/// this many quick_cache's S3-FIFO evicts, which keeps a scan of channels seen
+/// once (as in the cold mix) from pushing out the busy ones. The bound was
+/// 100,000 entries of about 300 bytes, up to 30 MB, which the cold mix filled
+/// in step with its throughput (`docs/benchmarks.md`, seventh session).
 pub const CAPACITY: usize = 20_000;
 
 /// How long an id the database did not know is answered as unknown without
