@@ -93,13 +93,7 @@ test_on_both_backends!(
             assert_eq!(outcome, RecordOutcome::AlreadyPending);
         }
         // A fresh store on the same database (as after a restart) sees the request.
-        let reopened = Store::open(
-            store.url().clone(),
-            Some(sync_store::test_support::TEST_ENCRYPTION_KEY),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+        let reopened = reopen(&store, sync_store::test_support::TEST_ENCRYPTION_KEY, &[]).await;
         let after = reopened.calendar(calendar.id).await.unwrap().unwrap();
         assert_eq!(
             after.sync_request_count,
@@ -408,13 +402,7 @@ test_on_both_backends!(
         // This instance looks the channel up (and caches it)...
         assert!(store.find_channel(&channel).await.unwrap().is_some());
         // ...then another instance (its own cache) stops it.
-        let other = Store::open(
-            store.url().clone(),
-            Some(sync_store::test_support::TEST_ENCRYPTION_KEY),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+        let other = reopen(&store, sync_store::test_support::TEST_ENCRYPTION_KEY, &[]).await;
         other.mark_channel_stopped(&channel).await.unwrap();
         let before = store
             .calendar(calendar.id)
@@ -442,13 +430,7 @@ test_on_both_backends!(
     async |store: Store| {
         let calendar = seed_calendar(&store, "u1", "primary", "chan-1", "tok").await;
         let channel = ChannelId::parse("chan-1").unwrap();
-        let other = Store::open(
-            store.url().clone(),
-            Some(sync_store::test_support::TEST_ENCRYPTION_KEY),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+        let other = reopen(&store, sync_store::test_support::TEST_ENCRYPTION_KEY, &[]).await;
         other.mark_channel_stopped(&channel).await.unwrap();
         let count = |store: &Store| {
             let store = store.clone();
@@ -619,6 +601,7 @@ test_on_both_backends!(
 
 const NEW_KEY: &str = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
 
+/// A second store on `store`'s database (another instance, or this one restarted).
 async fn reopen(store: &Store, key: &str, retired: &[&str]) -> Store {
     let retired: Vec<_> = retired
         .iter()
