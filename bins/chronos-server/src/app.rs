@@ -226,11 +226,13 @@ impl Application {
                 .configure(webhook_http::configure_internal)
                 .default_service(web::to(webhook_http::error::not_found))
         })
-        // One HTTP worker thread: the handlers only parse, look up (cached) and
-        // queue, and a second thread measured no faster on the 2-core machine
-        // (hot mix, PostgreSQL 16,368-17,110 against 15,973-18,006 req/s,
-        // SQLite 20,614-24,719 against 22,927-24,961; docs/benchmarks.md).
-        .workers(1)
+        // Two HTTP worker threads: the handlers only parse, look up (cached)
+        // and queue, and since the batch and the lookups got cheaper a second
+        // thread is faster on the 2-core machine (hot mix, four alternating
+        // pairs: PostgreSQL 27,694-39,101 against 16,266-30,894 req/s, SQLite
+        // 33,819-40,617 against 21,468-34,016; docs/benchmarks.md, seventh
+        // session). At 16,000 req/s it had measured no faster.
+        .workers(2)
         .shutdown_timeout(DRAIN_TIMEOUT.as_secs())
         .listen(listener)
         .context("starting the HTTP server")?
