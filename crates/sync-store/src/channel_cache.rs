@@ -3,9 +3,10 @@
 //! A channel's token and calendar never change, so a found, active channel is
 //! kept for [`TTL`]: the repeated notifications of a busy calendar then cost
 //! one database round trip (the write) instead of two. Correctness does not
-//! rest on the cache: the write itself re-checks, in the same statement, that
-//! the channel is not stopped, that the calendar is not gone and that its user
-//! still has credentials, and refuses duplicates (see `webhook.rs`). Channels
+//! rest on the cache: before it writes a request, the write itself re-checks,
+//! in the same statement, that the channel is not stopped, that the calendar is
+//! not gone and that its user still has credentials, and it refuses duplicates
+//! (see `webhook.rs`; a calendar with a request pending gets no write at all). Channels
 //! this process stops or disconnects are forgotten at once; another instance's
 //! stop is seen within the TTL by the write (nothing is recorded) and, before a
 //! token is refused, by a fresh lookup (`find_channel_uncached`), so a stopped

@@ -439,24 +439,22 @@ test_on_both_backends!(
                 (calendar.sync_request_count, calendar.sync_requested_at)
             }
         };
+        // Records message `number` and checks that nothing was written.
+        let record_nothing = async |number| {
+            let before = count(&store).await;
+            let outcome = store
+                .record_sync_request(&request(calendar.id, "chan-1", Some(number)))
+                .await
+                .unwrap();
+            assert_eq!(count(&store).await, before);
+            outcome
+        };
         // The initial sync's request is pending: it covers the notification,
         // whose channel is not read again (no write either way).
-        let before = count(&store).await;
-        let outcome = store
-            .record_sync_request(&request(calendar.id, "chan-1", Some(3)))
-            .await
-            .unwrap();
-        assert_eq!(outcome, RecordOutcome::AlreadyPending);
-        assert_eq!(count(&store).await, before);
+        assert_eq!(record_nothing(3).await, RecordOutcome::AlreadyPending);
         // Nothing pending: the write checks the channel and refuses.
         consume_pending_request(&store, calendar.id).await;
-        let before = count(&store).await;
-        let outcome = store
-            .record_sync_request(&request(calendar.id, "chan-1", Some(4)))
-            .await
-            .unwrap();
-        assert_eq!(outcome, RecordOutcome::CalendarGone);
-        assert_eq!(count(&store).await, before);
+        assert_eq!(record_nothing(4).await, RecordOutcome::CalendarGone);
     }
 );
 
