@@ -1,5 +1,6 @@
 //! What differs between the two backends in hand-written SQL, in one place:
-//! the placeholder style, how many group-commit batches are written at once, the row-lock clause of a claim (as text, or wrapped
+//! the placeholder style, how many group-commit batches are written at once,
+//! how a batch joins its per-row lookups, the row-lock clause of a claim (as text, or wrapped
 //! around a Diesel query with [`Dialect::skip_locked`]), the input of a
 //! set-based batch, and how a dead lease owner is recognised (with the
 //! instance lock it looks for). Chosen with the pool
@@ -12,9 +13,11 @@
 //!
 //! - `pool::with_conn!`: binds a connection of either backend and compiles
 //!   one query body for both (every other query goes through it);
-//! - `webhook::write_batch`: PostgreSQL binds four typed arrays into one
-//!   statement (`PostgresBatch`), SQLite runs a check and a multi-row
-//!   `INSERT` in a transaction on its writer connection;
+//! - `webhook::write_batch` and `webhook::lookup_batch`: PostgreSQL binds a
+//!   batch's input columns as typed arrays into one prepared statement
+//!   (`PostgresBatch`), SQLite binds them row by row (`sqlite_batch`; the
+//!   write runs a check and a multi-row `INSERT` in a transaction on its
+//!   writer connection);
 //! - `Store::hold_instance_lock` (`liveness.rs`): PostgreSQL's session
 //!   advisory lock on a connection of its own; nothing on SQLite;
 //! - `Store::listen_for_changes` (`changes.rs`): PostgreSQL's `LISTEN`;
@@ -122,6 +125,23 @@ impl Dialect {
                 "SELECT pg_advisory_xact_lock({POSITION_LOCK}), pg_notify('{NOTIFY_CHANNEL}', '')"
             )),
             Self::Sqlite => None,
+        }
+    }
+
+    /// A `LEFT JOIN` of the one row of `table` (as `alias`) that `on` names by
+    /// a unique key, for a batch's per-row checks. On PostgreSQL a `LATERAL`
+    /// sub-query with `LIMIT 1`, which the planner cannot flatten, so each
+    /// input row is one index lookup whatever the table's size: as a plain
+    /// join, a prepared batch's generic plan (it assumes 10 input rows)
+    /// hashed whole tables of a few thousand rows on every call, measured at
+    /// 2.4x the cost (`docs/benchmarks.md`). SQLite's planner only loops over
+    /// index lookups, so a plain join.
+    pub(crate) fn keyed_left_join(self, table: &str, alias: &str, on: &str) -> String {
+        match self {
+            Self::Postgres => format!(
+                "LEFT JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {on} LIMIT 1) {alias} ON TRUE"
+            ),
+            Self::Sqlite => format!("LEFT JOIN {table} {alias} ON {on}"),
         }
     }
 

@@ -1,13 +1,9 @@
 //! The webhook's two hot-path queries, each asked for many notifications at once.
 
 use crate::calendars::sync_state::GONE;
-use crate::channels::state;
 use crate::columns::Stored;
-use crate::dialect::BATCH_ARRAYS;
-use crate::pool::{DbPool, checkout, query_error, with_conn};
-use crate::schema::{
-    calendar_sync_state as cs, google_credentials as gc, sync_requests as sr, watch_channels as wc,
-};
+use crate::dialect::{BATCH_ARRAYS, Dialect};
+use crate::pool::{DbPool, checkout, query_error};
 use crate::store::Store;
 use crate::timestamps::to_db;
 use diesel::pg::Pg;
@@ -21,30 +17,74 @@ use sync_domain::ports::{RecordOutcome, StoreError, SyncRequest};
 use sync_domain::{CalendarId, ChannelId, ChannelRecord, ChannelToken, MessageNumber, SyncState};
 use time::PrimitiveDateTime;
 
-type ChannelRow = (
-    String,                    // channel id
-    String,                    // token
-    Option<String>,            // calendar id
-    Option<Stored<SyncState>>, // calendar's sync state
-    Option<String>,            // the channel of the last recorded request
-    Option<i64>,               // the last message number recorded on it
-    Option<String>,            // credentials' user id (present: the user has credentials)
-);
+/// One channel as the lookup reads it, with its calendar and its user's credentials.
+#[derive(QueryableByName)]
+struct ChannelRow {
+    #[diesel(sql_type = Text)]
+    channel_id: String,
+    #[diesel(sql_type = Text)]
+    token: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    calendar_id: Option<String>,
+    /// The calendar's sync state.
+    #[diesel(sql_type = Nullable<Text>)]
+    sync_state: Option<Stored<SyncState>>,
+    /// The channel of the calendar's last recorded request.
+    #[diesel(sql_type = Nullable<Text>)]
+    current_channel: Option<String>,
+    /// The last message number recorded on it.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    last_message_number: Option<i64>,
+    /// The user's id in `google_credentials` (present: the user has credentials).
+    #[diesel(sql_type = Nullable<Text>)]
+    credentials: Option<String>,
+}
 
 /// What the webhook needs of one channel (`row`, read for `channel_id`).
 fn channel_record(row: ChannelRow) -> (String, ChannelRecord) {
-    let (channel_id, token, calendar_id, state, current, last, credentials) = row;
-    let calendar_id = calendar_id.and_then(|id| CalendarId::parse(id.as_str()).ok());
-    let is_current = current.as_deref() == Some(channel_id.as_str());
+    let calendar_id = row
+        .calendar_id
+        .and_then(|id| CalendarId::parse(id.as_str()).ok());
+    let is_current = row.current_channel.as_deref() == Some(row.channel_id.as_str());
     let record = ChannelRecord {
-        token: ChannelToken::new(token),
+        token: ChannelToken::new(row.token),
         calendar_active: calendar_id.is_some()
-            && state.is_some_and(|s| s != GONE)
-            && credentials.is_some(),
+            && row.sync_state.is_some_and(|s| s != GONE)
+            && row.credentials.is_some(),
         calendar_id,
-        last_message_number: last.filter(|_| is_current).map(MessageNumber::new),
+        last_message_number: row
+            .last_message_number
+            .filter(|_| is_current)
+            .map(MessageNumber::new),
     };
-    (channel_id, record)
+    (row.channel_id, record)
+}
+
+/// The lookup of `rows` channel ids: each live channel with its calendar, the
+/// calendar's pending request and its user's credentials, each joined on a
+/// key ([`Dialect::keyed_left_join`]: one index lookup per id, also on a
+/// small deployment's tables).
+fn lookup_sql(dialect: Dialect, rows: usize) -> String {
+    format!(
+        "WITH input (channel_id) AS ({input}) \
+         SELECT wc.channel_id, wc.token, wc.calendar_id, cs.sync_state, \
+         r.channel_id AS current_channel, r.last_message_number, gc.user_id AS credentials \
+         FROM input i {channel} {state} {requests} {credentials} \
+         WHERE wc.channel_id IS NOT NULL",
+        input = dialect.batch_input(1, rows),
+        channel = dialect.keyed_left_join(
+            "watch_channels",
+            "wc",
+            &format!(
+                "wc.channel_id = i.channel_id AND wc.state <> '{}'",
+                sync_domain::channel::ChannelState::Stopped
+            )
+        ),
+        state = dialect.keyed_left_join("calendar_sync_state", "cs", "cs.id = wc.calendar_id"),
+        requests = dialect.keyed_left_join("sync_requests", "r", "r.calendar_id = wc.calendar_id"),
+        credentials =
+            dialect.keyed_left_join("google_credentials", "gc", "gc.user_id = cs.user_id"),
+    )
 }
 
 /// Looks channels up, each with its calendar and its user's credentials, in
@@ -53,27 +93,26 @@ pub(crate) async fn lookup_batch(
     pool: &DbPool,
     ids: &[ChannelId],
 ) -> Result<Vec<Option<ChannelRecord>>, StoreError> {
-    let wanted: Vec<&str> = ids.iter().map(ChannelId::as_str).collect();
-    let rows: Vec<ChannelRow> = with_conn!(pool, |conn| {
-        wc::table
-            .left_join(cs::table.on(cs::id.nullable().eq(wc::calendar_id)))
-            .left_join(sr::table.on(sr::calendar_id.nullable().eq(wc::calendar_id)))
-            .left_join(gc::table.on(gc::user_id.nullable().eq(cs::user_id.nullable())))
-            .filter(wc::channel_id.eq_any(&wanted))
-            .filter(wc::state.ne(state::STOPPED))
-            .select((
-                wc::channel_id,
-                wc::token,
-                wc::calendar_id,
-                cs::sync_state.nullable(),
-                sr::channel_id.nullable(),
-                sr::last_message_number.nullable(),
-                gc::user_id.nullable(),
-            ))
-            .load::<ChannelRow>(conn)
-            .await
-            .map_err(query_error)?
-    });
+    let columns = [Column::Text(
+        ids.iter().map(|id| id.as_str().to_owned()).collect(),
+    )];
+    let sql = lookup_sql(pool.dialect(), ids.len());
+    let rows: Vec<ChannelRow> = match pool {
+        DbPool::Postgres(pool) => {
+            let mut conn = checkout(pool).await?;
+            PostgresBatch::new(&sql, &columns)
+                .load(&mut *conn)
+                .await
+                .map_err(query_error)?
+        }
+        DbPool::Sqlite(pool) => {
+            let mut conn = checkout(pool).await?;
+            sqlite_batch(sql, &columns)
+                .load(&mut *conn)
+                .await
+                .map_err(query_error)?
+        }
+    };
     let found: HashMap<String, ChannelRecord> = rows.into_iter().map(channel_record).collect();
     Ok(ids
         .iter()
@@ -127,17 +166,28 @@ impl Store {
     }
 }
 
-/// The PostgreSQL batch statement. Unlike `sql_query`, which diesel never
-/// prepares, this one is kept in the connection's statement cache (keyed by
-/// its text and bind types, the same for every batch), so PostgreSQL parses
-/// and plans it once per connection rather than once per batch.
+/// One column of a batch statement's input: a value per row.
+enum Column {
+    Text(Vec<String>),
+    BigInt(Vec<Option<i64>>),
+    Time(Vec<PrimitiveDateTime>),
+}
+
+/// A PostgreSQL batch statement: its input columns bound as typed arrays
+/// where [`BATCH_ARRAYS`] stands (`unnest` of them: one statement whatever the
+/// batch's size). Unlike `sql_query`, which diesel never prepares, this one is
+/// kept in the connection's statement cache (keyed by its text and bind
+/// types, the same for every batch), so PostgreSQL parses and plans it once
+/// per connection rather than once per batch.
 struct PostgresBatch<'a> {
-    /// The statement, with [`BATCH_ARRAYS`] where the arrays go.
     sql: &'a str,
-    calendars: Vec<String>,
-    channels: Vec<&'a str>,
-    numbers: Vec<Option<i64>>,
-    times: Vec<PrimitiveDateTime>,
+    columns: &'a [Column],
+}
+
+impl<'a> PostgresBatch<'a> {
+    fn new(sql: &'a str, columns: &'a [Column]) -> Self {
+        Self { sql, columns }
+    }
 }
 
 impl QueryFragment<Pg> for PostgresBatch<'_> {
@@ -147,17 +197,56 @@ impl QueryFragment<Pg> for PostgresBatch<'_> {
             .split_once(BATCH_ARRAYS)
             .ok_or_else(|| diesel::result::Error::QueryBuilderError("no array binds".into()))?;
         out.push_sql(before);
-        out.push_bind_param::<Array<Text>, _>(&self.calendars)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&self.channels)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.numbers)?;
-        out.push_sql("::int8[], ");
-        out.push_bind_param::<Array<Timestamp>, _>(&self.times)?;
-        out.push_sql("::timestamp[]");
+        for (index, column) in self.columns.iter().enumerate() {
+            if index > 0 {
+                out.push_sql(", ");
+            }
+            match column {
+                Column::Text(values) => {
+                    out.push_bind_param::<Array<Text>, _>(values)?;
+                    out.push_sql("::text[]");
+                }
+                Column::BigInt(values) => {
+                    out.push_bind_param::<Array<Nullable<BigInt>>, _>(values)?;
+                    out.push_sql("::int8[]");
+                }
+                Column::Time(values) => {
+                    out.push_bind_param::<Array<Timestamp>, _>(values)?;
+                    out.push_sql("::timestamp[]");
+                }
+            }
+        }
         out.push_sql(after);
         Ok(())
     }
+}
+
+/// The SQLite form of a batch statement: `sql` (its input a multi-row
+/// `VALUES`, see [`Dialect::batch_input`]) with `columns` bound row by row.
+fn sqlite_batch(
+    sql: String,
+    columns: &[Column],
+) -> diesel::query_builder::BoxedSqlQuery<
+    'static,
+    diesel::sqlite::Sqlite,
+    diesel::query_builder::SqlQuery,
+> {
+    let rows = columns.first().map_or(0, |column| match column {
+        Column::Text(values) => values.len(),
+        Column::BigInt(values) => values.len(),
+        Column::Time(values) => values.len(),
+    });
+    let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
+    for row in 0..rows {
+        for column in columns {
+            query = match column {
+                Column::Text(values) => query.bind::<Text, _>(values[row].clone()),
+                Column::BigInt(values) => query.bind::<Nullable<BigInt>, _>(values[row]),
+                Column::Time(values) => query.bind::<Timestamp, _>(values[row]),
+            };
+        }
+    }
+    query
 }
 
 impl QueryId for PostgresBatch<'_> {
@@ -175,17 +264,18 @@ impl Query for PostgresBatch<'_> {
 /// (calendar not gone, channel still live and its own, user with credentials,
 /// re-checked here so a stale cached lookup never records a request). Plain
 /// reads: nothing here waits for a sync's page transaction. Each check is a
-/// join on a key (the planner turns every one into an index lookup per
-/// request); as `EXISTS` sub-queries PostgreSQL chose a hashed sub-plan that
-/// read all of `google_credentials` once per batch, measured at twice the
-/// cost of the joins (`docs/benchmarks.md`).
+/// join on a key, one index lookup per request whatever the table's size
+/// ([`Dialect::keyed_left_join`]: as plain joins, PostgreSQL's generic plan
+/// hashed whole tables of a small deployment on every batch); as `EXISTS`
+/// sub-queries PostgreSQL chose a hashed sub-plan that read all of
+/// `google_credentials` once per batch (`docs/benchmarks.md`).
 ///
 /// A pending request is read first, and a calendar that has one skips the
 /// three other lookups: its key is `NULL` then, which an index answers
 /// without a descent. Nothing is written for it either way, so whether it
 /// could have been only changes its outcome's label (`coalesced`, not
 /// `orphaned`; both are `200 {}`). The hot mix is mostly such calendars.
-fn checked_sql() -> String {
+fn checked_sql(dialect: Dialect) -> String {
     format!(
         "checked AS (SELECT i.calendar_id, i.channel_id, i.msg, i.at, \
      COALESCE(r.first_requested_at IS NOT NULL OR (cs.sync_state <> '{gone}' \
@@ -193,14 +283,22 @@ fn checked_sql() -> String {
      COALESCE(r.first_requested_at IS NOT NULL, FALSE) AS pending, \
      COALESCE(i.msg IS NOT NULL AND r.channel_id = i.channel_id AND r.last_message_number >= i.msg, FALSE) \
        AS duplicate \
-     FROM input i \
-     LEFT JOIN sync_requests r ON r.calendar_id = i.calendar_id \
-     LEFT JOIN calendar_sync_state cs \
-       ON cs.id = (CASE WHEN r.first_requested_at IS NULL THEN i.calendar_id END) \
-     LEFT JOIN watch_channels wc ON wc.channel_id = i.channel_id AND wc.calendar_id = cs.id \
-     LEFT JOIN google_credentials gc ON gc.user_id = cs.user_id)",
+     FROM input i {requests} {state} {channel} {credentials})",
         gone = SyncState::Gone,
         stopped = sync_domain::channel::ChannelState::Stopped,
+        requests = dialect.keyed_left_join("sync_requests", "r", "r.calendar_id = i.calendar_id"),
+        state = dialect.keyed_left_join(
+            "calendar_sync_state",
+            "cs",
+            "cs.id = (CASE WHEN r.first_requested_at IS NULL THEN i.calendar_id END)"
+        ),
+        channel = dialect.keyed_left_join(
+            "watch_channels",
+            "wc",
+            "wc.channel_id = i.channel_id AND wc.calendar_id = cs.id"
+        ),
+        credentials =
+            dialect.keyed_left_join("google_credentials", "gc", "gc.user_id = cs.user_id"),
     )
 }
 
@@ -315,16 +413,26 @@ pub(crate) async fn write_batch(
 ) -> Result<Vec<RecordOutcome>, StoreError> {
     let chosen = representatives(batch);
     let sent: Vec<&SyncRequest> = chosen.iter().map(|&i| &batch[i]).collect();
-    let prefix = format!(
-        "WITH input (calendar_id, channel_id, msg, at) AS ({}), {}",
-        pool.dialect().batch_input(4, sent.len()),
-        checked_sql()
-    );
+    let prefix = batch_prefix(pool.dialect(), sent.len());
+    let columns = [
+        Column::Text(sent.iter().map(|r| r.calendar_id.to_string()).collect()),
+        Column::Text(
+            sent.iter()
+                .map(|r| r.channel_id.as_str().to_owned())
+                .collect(),
+        ),
+        Column::BigInt(
+            sent.iter()
+                .map(|r| r.message_number.map(MessageNumber::get))
+                .collect(),
+        ),
+        Column::Time(sent.iter().map(|r| to_db(r.requested_at)).collect()),
+    ];
     // Dispatch on the connection type (one of the places listed in `dialect.rs`):
     // typed array binds on PostgreSQL, per-row binds in a transaction on SQLite.
     let checked = match pool {
-        DbPool::Postgres(pool) => write_postgres(pool, &prefix, &sent).await?,
-        DbPool::Sqlite(pool) => write_sqlite(pool, &prefix, &sent).await?,
+        DbPool::Postgres(pool) => write_postgres(pool, &prefix, &columns).await?,
+        DbPool::Sqlite(pool) => write_sqlite(pool, &prefix, &columns).await?,
     };
     let mut outcomes = Vec::with_capacity(batch.len());
     for (index, request) in batch.iter().enumerate() {
@@ -354,30 +462,38 @@ pub(crate) async fn write_batch(
     Ok(outcomes)
 }
 
-/// PostgreSQL: checks and writes `sent` in one data-modifying statement
-/// (`prefix` is its input and `checked` CTEs), autocommit.
-async fn write_postgres(
-    pool: &DeadPool<AsyncPgConnection>,
-    prefix: &str,
-    sent: &[&SyncRequest],
-) -> Result<HashMap<String, Checked>, StoreError> {
-    let sql = format!(
+/// A batch statement's `input` and `checked` CTEs for `rows` requests.
+fn batch_prefix(dialect: Dialect, rows: usize) -> String {
+    format!(
+        "WITH input (calendar_id, channel_id, msg, at) AS ({}), {}",
+        dialect.batch_input(4, rows),
+        checked_sql(dialect)
+    )
+}
+
+/// PostgreSQL's one batch statement: checks, write, and each request's outcome.
+fn postgres_write_sql(prefix: &str) -> String {
+    format!(
         "{prefix}, written AS ({WRITE_SQL}) SELECT c.calendar_id, c.valid, \
          c.duplicate, (w.calendar_id IS NOT NULL) AS written \
          FROM checked c LEFT JOIN written w ON w.calendar_id = c.calendar_id"
-    );
-    let query = PostgresBatch {
-        sql: &sql,
-        calendars: sent.iter().map(|r| r.calendar_id.to_string()).collect(),
-        channels: sent.iter().map(|r| r.channel_id.as_str()).collect(),
-        numbers: sent
-            .iter()
-            .map(|r| r.message_number.map(MessageNumber::get))
-            .collect(),
-        times: sent.iter().map(|r| to_db(r.requested_at)).collect(),
-    };
+    )
+}
+
+/// PostgreSQL: checks and writes the requests in `columns` in one
+/// data-modifying statement (`prefix` is its input and `checked` CTEs),
+/// autocommit.
+async fn write_postgres(
+    pool: &DeadPool<AsyncPgConnection>,
+    prefix: &str,
+    columns: &[Column],
+) -> Result<HashMap<String, Checked>, StoreError> {
+    let sql = postgres_write_sql(prefix);
     let mut conn = checkout(pool).await?;
-    let rows: Vec<CheckedRow> = query.load(&mut *conn).await.map_err(query_error)?;
+    let rows: Vec<CheckedRow> = PostgresBatch::new(&sql, columns)
+        .load(&mut *conn)
+        .await
+        .map_err(query_error)?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -391,28 +507,17 @@ async fn write_postgres(
         .collect())
 }
 
-/// SQLite: checks `sent`, then writes those that need it, in one transaction
-/// on the writer connection (`prefix` is the statements' input and `checked`
-/// CTEs).
+/// SQLite: checks the requests in `columns`, then writes those that need it,
+/// in one transaction on the writer connection (`prefix` is the statements'
+/// input and `checked` CTEs).
 async fn write_sqlite(
     pool: &DeadPool<crate::pool::AsyncSqliteConnection>,
     prefix: &str,
-    sent: &[&SyncRequest],
+    columns: &[Column],
 ) -> Result<HashMap<String, Checked>, StoreError> {
     let check = format!("{prefix} SELECT calendar_id, valid, pending, duplicate FROM checked");
     let write = format!("{prefix} {WRITE_SQL}");
-    let bind = |sql: String| {
-        let mut query = diesel::sql_query(sql).into_boxed::<diesel::sqlite::Sqlite>();
-        for request in sent {
-            query = query
-                .bind::<Text, _>(request.calendar_id.to_string())
-                .bind::<Text, _>(request.channel_id.as_str().to_owned())
-                .bind::<Nullable<BigInt>, _>(request.message_number.map(MessageNumber::get))
-                .bind::<Timestamp, _>(to_db(request.requested_at));
-        }
-        query
-    };
-    let (check, write) = (bind(check), bind(write));
+    let (check, write) = (sqlite_batch(check, columns), sqlite_batch(write, columns));
     let mut conn = checkout(pool).await?;
     let (checks, written) = conn
         .transaction::<_, diesel::result::Error, _>(async |conn| {
@@ -440,4 +545,104 @@ async fn write_sqlite(
             (row.calendar_id, checked)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{TestDb, execute_sql};
+
+    #[derive(QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+
+    /// PostgreSQL's generic plan (the one a prepared batch runs after its
+    /// fifth call) of `sql` with its input arrays typed `types`, for `args`.
+    async fn generic_plan(store: &Store, sql: &str, types: &[&str], args: &str) -> String {
+        let DbPool::Postgres(pool) = &store.writers else {
+            panic!("a PostgreSQL store");
+        };
+        let arrays: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(index, ty)| format!("${}::{ty}", index + 1))
+            .collect();
+        let sql = sql.replace(BATCH_ARRAYS, &arrays.join(", "));
+        let mut conn = checkout(pool).await.expect("a connection");
+        for statement in [
+            "SET plan_cache_mode = force_generic_plan".to_owned(),
+            format!("PREPARE plan_check ({}) AS {sql}", types.join(", ")),
+        ] {
+            diesel::sql_query(statement)
+                .execute(&mut *conn)
+                .await
+                .expect("preparing the statement");
+        }
+        let lines: Vec<PlanLine> =
+            diesel::sql_query(format!("EXPLAIN EXECUTE plan_check ({args})"))
+                .load(&mut *conn)
+                .await
+                .expect("explaining the statement");
+        for statement in ["DEALLOCATE plan_check", "RESET plan_cache_mode"] {
+            diesel::sql_query(statement)
+                .execute(&mut *conn)
+                .await
+                .expect("resetting the connection");
+        }
+        lines
+            .into_iter()
+            .map(|l| l.line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// On a small deployment's tables (2,000 calendars, analyzed) a plain
+    /// join let the generic plan read every row of `sync_requests` and
+    /// `calendar_sync_state` into a hash on each batch; keyed joins look
+    /// each request up by its key whatever the tables' size.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_deployments_batches_look_each_request_up_by_its_key() {
+        let Some(db) = TestDb::postgres().await else {
+            return;
+        };
+        let store = db.store().await;
+        execute_sql(
+            &store,
+            &[],
+            &[
+                "INSERT INTO calendar_sync_state (id, user_id, google_calendar_id, sync_state, created_at, updated_at) \
+                 SELECT 'cal' || g, 'u' || g, 'primary', 'idle', now(), now() FROM generate_series(1, 2000) g",
+                "INSERT INTO google_credentials (user_id, refresh_token_ciphertext, created_at, updated_at) \
+                 SELECT 'u' || g, '\\x00', now(), now() FROM generate_series(1, 2000) g",
+                "INSERT INTO watch_channels (channel_id, calendar_id, user_id, google_calendar_id, token, state, created_at, updated_at) \
+                 SELECT 'ch' || g, 'cal' || g, 'u' || g, 'primary', 'tok', 'active', now(), now() FROM generate_series(1, 2000) g",
+                "INSERT INTO sync_requests (calendar_id, first_requested_at, last_requested_at, request_count, channel_id, last_message_number) \
+                 SELECT 'cal' || g, now(), now(), 1, 'ch' || g, 1 FROM generate_series(1, 2000) g",
+                "ANALYZE",
+            ],
+        )
+        .await;
+        let write = generic_plan(
+            &store,
+            &postgres_write_sql(&batch_prefix(Dialect::Postgres, 2)),
+            &["text[]", "text[]", "int8[]", "timestamp[]"],
+            "ARRAY['cal1', 'cal2'], ARRAY['ch1', 'ch2'], ARRAY[5, 6], ARRAY[now()::timestamp, now()::timestamp]",
+        )
+        .await;
+        let lookup = generic_plan(
+            &store,
+            &lookup_sql(Dialect::Postgres, 2),
+            &["text[]"],
+            "ARRAY['ch1', 'ch2']",
+        )
+        .await;
+        for (what, plan) in [("batch", write), ("lookup", lookup)] {
+            assert!(
+                !plan.contains("Seq Scan"),
+                "the {what} reads a whole table:\n{plan}"
+            );
+        }
+    }
 }
