@@ -134,7 +134,7 @@ impl Dialect {
     /// input row is one index lookup whatever the table's size: as a plain
     /// join, a prepared batch's generic plan (it assumes 10 input rows)
     /// hashed whole tables of a few thousand rows on every call, measured at
-    /// 2.4x the cost (`docs/benchmarks.md`). SQLite's planner only loops over
+    /// twice the cost (`docs/benchmarks.md`, eighth session). SQLite's planner only loops over
     /// index lookups, so a plain join.
     pub(crate) fn keyed_left_join(self, table: &str, alias: &str, on: &str) -> String {
         match self {
