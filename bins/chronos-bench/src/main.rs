@@ -12,6 +12,7 @@
 
 mod ceiling;
 mod coalesce;
+mod cpu;
 mod database;
 mod feed;
 mod load;

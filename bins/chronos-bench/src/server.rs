@@ -1,6 +1,6 @@
 //! A server under test as a child process: started with a clean environment,
 //! waited for until it answers, measured through `/proc/<pid>` (peak RSS from
-//! `VmHWM`, CPU time from `stat`), and killed when dropped.
+//! `VmHWM`; CPU time in [`crate::cpu`]), and killed when dropped.
 
 use anyhow::{Context as _, bail};
 use http_body_util::{BodyExt as _, Empty};
@@ -9,10 +9,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`, 100 on every Linux
-/// architecture the project builds for).
-const USER_HZ: u64 = 100;
 
 /// A running server child.
 #[derive(Debug)]
@@ -98,27 +94,6 @@ impl ServerProcess {
             .find_map(|line| line.strip_prefix("VmHWM:"))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .with_context(|| format!("no VmHWM line in {path}"))
-    }
-
-    /// User plus system CPU time used so far (all threads).
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        let path = format!("/proc/{}/stat", self.pid());
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // Fields after the command name (which may contain spaces) start at `state`.
-        let after_name = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .with_context(|| format!("unreadable {path}"))?;
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-        let ticks = |i: usize| -> anyhow::Result<u64> {
-            fields
-                .get(i)
-                .and_then(|f| f.parse().ok())
-                .with_context(|| format!("no field {i} in {path}"))
-        };
-        let total = ticks(11)? + ticks(12)?;
-        Ok(Duration::from_millis(total * 1000 / USER_HZ))
     }
 
     /// How many lines of the server's log are warnings or errors, and the first few.

@@ -5,6 +5,7 @@
 //! Per target: a warm-up, a closed loop for the most it can take, then an open
 //! loop at a fixed rate for latency. Prints a table and each target as PASS or MISS.
 
+use crate::cpu::{CpuSnapshot, CpuSplit};
 use crate::database::{self, Backend, BenchDb, PgCounters};
 use crate::load::{self, Mix, PhaseReport, Workload};
 use crate::server::{self, Launch, ServerProcess};
@@ -129,8 +130,9 @@ struct TargetReport {
     closed: PhaseReport,
     open: PhaseReport,
     peak_rss_kib: u64,
-    /// Server CPU time during the closed loop.
-    closed_cpu: Duration,
+    /// Where the CPU went during the closed loop and the open loop.
+    closed_cpu: CpuSplit,
+    open_cpu: CpuSplit,
     seed_time: Option<Duration>,
     /// Sync requests the database recorded during the whole run, and PostgreSQL's counters.
     recorded: Option<i64>,
@@ -218,7 +220,7 @@ async fn run_ceiling(settings: &Settings) -> anyhow::Result<TargetReport> {
     process.wait_ready(Duration::from_secs(10)).await?;
     let channels = database::synthetic_channels(settings.calendars.max(1));
     let workload = Arc::new(Workload::new(channels, settings.args.mix, false, addr)?);
-    let (closed, open, closed_cpu) = measure(&process, &workload, settings).await?;
+    let (closed, open, closed_cpu, open_cpu) = measure(&process, &workload, settings).await?;
     let peak_rss_kib = process.peak_rss_kib()?;
     let warnings = process.log_warnings(3);
     process.stop()?;
@@ -228,6 +230,7 @@ async fn run_ceiling(settings: &Settings) -> anyhow::Result<TargetReport> {
         open,
         peak_rss_kib,
         closed_cpu,
+        open_cpu,
         seed_time: None,
         recorded: None,
         pg: None,
@@ -371,7 +374,7 @@ async fn run_on(
     } else {
         workload
     });
-    let (closed, open, closed_cpu) = measure(&process, &workload, settings).await?;
+    let (closed, open, closed_cpu, open_cpu) = measure(&process, &workload, settings).await?;
     let syncs = match mutator {
         Some(mutator) => {
             let changed = mutator.stop().await;
@@ -410,6 +413,7 @@ async fn run_on(
         open,
         peak_rss_kib,
         closed_cpu,
+        open_cpu,
         seed_time: Some(seed_time),
         recorded: Some(recorded),
         pg,
@@ -424,26 +428,30 @@ fn workload_requests(_settings: &Settings, closed: &PhaseReport, open: &PhaseRep
     closed.requests + closed.errors + open.requests + open.errors
 }
 
-/// Warm-up, closed loop, open loop; returns both phases and the server's CPU
-/// time during the closed loop.
+/// Warm-up, closed loop, open loop; returns both phases and where the CPU
+/// went during each.
 async fn measure(
     process: &ServerProcess,
     workload: &Arc<Workload>,
     settings: &Settings,
-) -> anyhow::Result<(PhaseReport, PhaseReport, Duration)> {
+) -> anyhow::Result<(PhaseReport, PhaseReport, CpuSplit, CpuSplit)> {
     let a = &settings.args;
     let addr: SocketAddr = process.addr;
+    let pid = process.pid();
     if !settings.warmup.is_zero() {
         load::closed_loop(addr, workload, a.connections, settings.warmup).await?;
     }
-    let open_loop = || {
-        load::open_loop(
+    let open_loop = || async {
+        let before = CpuSnapshot::take(pid)?;
+        let open = load::open_loop(
             addr,
             workload,
             a.open_connections,
             a.rate,
             settings.duration,
         )
+        .await?;
+        anyhow::Ok((open, before.until(&CpuSnapshot::take(pid)?)))
     };
     // With syncs, latency is measured before the closed loop leaves a backlog.
     let open_first = if a.with_syncs {
@@ -451,14 +459,14 @@ async fn measure(
     } else {
         None
     };
-    let cpu_before = process.cpu_time()?;
+    let before = CpuSnapshot::take(pid)?;
     let closed = load::closed_loop(addr, workload, a.connections, settings.duration).await?;
-    let closed_cpu = process.cpu_time()?.saturating_sub(cpu_before);
-    let open = match open_first {
+    let closed_cpu = before.until(&CpuSnapshot::take(pid)?);
+    let (open, open_cpu) = match open_first {
         Some(open) => open,
         None => open_loop().await?,
     };
-    Ok((closed, open, closed_cpu))
+    Ok((closed, open, closed_cpu, open_cpu))
 }
 
 fn mib(kib: u64) -> f64 {
@@ -470,7 +478,7 @@ fn print_details(report: &TargetReport, settings: &Settings) {
     let o = &report.open;
     println!(
         "closed loop: {} requests in {:.2} s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; \
-         server CPU {:.2} s ({:.0} us/request)",
+         server CPU {:.2} s ({:.0} us/request)\n  CPU: {}; {:.1} context switches/request",
         c.requests,
         c.elapsed.as_secs_f64(),
         c.rps(),
@@ -478,11 +486,13 @@ fn print_details(report: &TargetReport, settings: &Settings) {
         c.quantile_ms(0.99),
         c.quantile_ms(0.999),
         c.latency_us.max() as f64 / 1000.0,
-        report.closed_cpu.as_secs_f64(),
-        report.closed_cpu.as_secs_f64() * 1e6 / (c.requests.max(1) as f64),
+        report.closed_cpu.server.as_secs_f64(),
+        report.closed_cpu.server.as_secs_f64() * 1e6 / (c.requests.max(1) as f64),
+        report.closed_cpu,
+        report.closed_cpu.switches_per(c.requests),
     );
     println!(
-        "open loop at {} req/s: {} requests in {:.2} s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        "open loop at {} req/s: {} requests in {:.2} s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms\n  CPU: {}; {:.1} context switches/request",
         settings.args.rate,
         o.requests,
         o.elapsed.as_secs_f64(),
@@ -491,6 +501,8 @@ fn print_details(report: &TargetReport, settings: &Settings) {
         o.quantile_ms(0.99),
         o.quantile_ms(0.999),
         o.latency_us.max() as f64 / 1000.0,
+        report.open_cpu,
+        report.open_cpu.switches_per(o.requests),
     );
     let problems = c.unexpected_status + o.unexpected_status;
     let errors = c.errors + o.errors;
