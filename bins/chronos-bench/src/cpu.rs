@@ -133,7 +133,8 @@ impl CpuSplit {
 }
 
 impl fmt::Display for CpuSplit {
-    /// `server 41% postgres 26% bench 20% other 1% idle 10% steal 2% of 2.0 cores x 10.0 s`.
+    /// `server 41%, PostgreSQL 31%, chronos-bench 23%, other 1%, idle 4%, steal 0% of 12.0
+    /// core-seconds (6.0 s x 2.0 cores)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let total = self.total.as_secs_f64().max(f64::EPSILON);
         let share = |d: Duration| 100.0 * d.as_secs_f64() / total;
