@@ -114,7 +114,7 @@ impl CpuSnapshot {
 }
 
 /// User plus system time of a process, all its threads.
-pub fn process_cpu(process: &procfs::process::Process) -> anyhow::Result<Duration> {
+fn process_cpu(process: &procfs::process::Process) -> anyhow::Result<Duration> {
     let stat = process
         .stat()
         .with_context(|| format!("reading /proc/{}/stat", process.pid))?;
