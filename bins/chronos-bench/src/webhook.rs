@@ -220,7 +220,12 @@ async fn run_ceiling(settings: &Settings) -> anyhow::Result<TargetReport> {
     process.wait_ready(Duration::from_secs(10)).await?;
     let channels = database::synthetic_channels(settings.calendars.max(1));
     let workload = Arc::new(Workload::new(channels, settings.args.mix, false, addr)?);
-    let (closed, open, closed_cpu, open_cpu) = measure(&process, &workload, settings).await?;
+    let Measured {
+        closed,
+        open,
+        closed_cpu,
+        open_cpu,
+    } = measure(&process, &workload, settings).await?;
     let peak_rss_kib = process.peak_rss_kib()?;
     let warnings = process.log_warnings(3);
     process.stop()?;
@@ -374,7 +379,12 @@ async fn run_on(
     } else {
         workload
     });
-    let (closed, open, closed_cpu, open_cpu) = measure(&process, &workload, settings).await?;
+    let Measured {
+        closed,
+        open,
+        closed_cpu,
+        open_cpu,
+    } = measure(&process, &workload, settings).await?;
     let syncs = match mutator {
         Some(mutator) => {
             let changed = mutator.stop().await;
@@ -428,13 +438,20 @@ fn workload_requests(_settings: &Settings, closed: &PhaseReport, open: &PhaseRep
     closed.requests + closed.errors + open.requests + open.errors
 }
 
-/// Warm-up, closed loop, open loop; returns both phases and where the CPU
-/// went during each.
+/// Both measured phases, and where the CPU went during each.
+struct Measured {
+    closed: PhaseReport,
+    open: PhaseReport,
+    closed_cpu: CpuSplit,
+    open_cpu: CpuSplit,
+}
+
+/// Warm-up, closed loop, open loop.
 async fn measure(
     process: &ServerProcess,
     workload: &Arc<Workload>,
     settings: &Settings,
-) -> anyhow::Result<(PhaseReport, PhaseReport, CpuSplit, CpuSplit)> {
+) -> anyhow::Result<Measured> {
     let a = &settings.args;
     let addr: SocketAddr = process.addr;
     let pid = process.pid();
@@ -466,7 +483,12 @@ async fn measure(
         Some(open) => open,
         None => open_loop().await?,
     };
-    Ok((closed, open, closed_cpu, open_cpu))
+    Ok(Measured {
+        closed,
+        open,
+        closed_cpu,
+        open_cpu,
+    })
 }
 
 fn mib(kib: u64) -> f64 {
