@@ -127,12 +127,8 @@ struct Settings {
 #[derive(Debug)]
 struct TargetReport {
     target: Target,
-    closed: PhaseReport,
-    open: PhaseReport,
+    phases: Measured,
     peak_rss_kib: u64,
-    /// Where the CPU went during the closed loop and the open loop.
-    closed_cpu: CpuSplit,
-    open_cpu: CpuSplit,
     seed_time: Option<Duration>,
     /// Sync requests the database recorded during the whole run, and PostgreSQL's counters.
     recorded: Option<i64>,
@@ -220,22 +216,14 @@ async fn run_ceiling(settings: &Settings) -> anyhow::Result<TargetReport> {
     process.wait_ready(Duration::from_secs(10)).await?;
     let channels = database::synthetic_channels(settings.calendars.max(1));
     let workload = Arc::new(Workload::new(channels, settings.args.mix, false, addr)?);
-    let Measured {
-        closed,
-        open,
-        closed_cpu,
-        open_cpu,
-    } = measure(&process, &workload, settings).await?;
+    let phases = measure(&process, &workload, settings).await?;
     let peak_rss_kib = process.peak_rss_kib()?;
     let warnings = process.log_warnings(3);
     process.stop()?;
     Ok(TargetReport {
         target: Target::Ceiling,
-        closed,
-        open,
+        phases,
         peak_rss_kib,
-        closed_cpu,
-        open_cpu,
         seed_time: None,
         recorded: None,
         pg: None,
@@ -379,12 +367,7 @@ async fn run_on(
     } else {
         workload
     });
-    let Measured {
-        closed,
-        open,
-        closed_cpu,
-        open_cpu,
-    } = measure(&process, &workload, settings).await?;
+    let phases = measure(&process, &workload, settings).await?;
     let syncs = match mutator {
         Some(mutator) => {
             let changed = mutator.stop().await;
@@ -405,7 +388,7 @@ async fn run_on(
     let pg = match db.backend {
         Backend::Postgres => {
             let after = db.pg_counters().await?;
-            let sent = workload_requests(settings, &closed, &open);
+            let sent = workload_requests(settings, &phases.closed, &phases.open);
             Some((
                 PgCounters {
                     xact_commit: after.xact_commit - counters_before.xact_commit,
@@ -419,11 +402,8 @@ async fn run_on(
     drop(store);
     Ok(TargetReport {
         target,
-        closed,
-        open,
+        phases,
         peak_rss_kib,
-        closed_cpu,
-        open_cpu,
         seed_time: Some(seed_time),
         recorded: Some(recorded),
         pg,
@@ -439,6 +419,7 @@ fn workload_requests(_settings: &Settings, closed: &PhaseReport, open: &PhaseRep
 }
 
 /// Both measured phases, and where the CPU went during each.
+#[derive(Debug)]
 struct Measured {
     closed: PhaseReport,
     open: PhaseReport,
@@ -496,8 +477,8 @@ fn mib(kib: u64) -> f64 {
 }
 
 fn print_details(report: &TargetReport, settings: &Settings) {
-    let c = &report.closed;
-    let o = &report.open;
+    let c = &report.phases.closed;
+    let o = &report.phases.open;
     println!(
         "closed loop: {} requests in {:.2} s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; \
          server CPU {:.2} s ({:.0} us/request)\n  CPU: {}; {:.1} context switches/request",
@@ -508,10 +489,10 @@ fn print_details(report: &TargetReport, settings: &Settings) {
         c.quantile_ms(0.99),
         c.quantile_ms(0.999),
         c.latency_us.max() as f64 / 1000.0,
-        report.closed_cpu.server.as_secs_f64(),
-        report.closed_cpu.server.as_secs_f64() * 1e6 / (c.requests.max(1) as f64),
-        report.closed_cpu,
-        report.closed_cpu.switches_per(c.requests),
+        report.phases.closed_cpu.server.as_secs_f64(),
+        report.phases.closed_cpu.server.as_secs_f64() * 1e6 / (c.requests.max(1) as f64),
+        report.phases.closed_cpu,
+        report.phases.closed_cpu.switches_per(c.requests),
     );
     println!(
         "open loop at {} req/s: {} requests in {:.2} s = {:.0} req/s; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms\n  CPU: {}; {:.1} context switches/request",
@@ -523,8 +504,8 @@ fn print_details(report: &TargetReport, settings: &Settings) {
         o.quantile_ms(0.99),
         o.quantile_ms(0.999),
         o.latency_us.max() as f64 / 1000.0,
-        report.open_cpu,
-        report.open_cpu.switches_per(o.requests),
+        report.phases.open_cpu,
+        report.phases.open_cpu.switches_per(o.requests),
     );
     let problems = c.unexpected_status + o.unexpected_status;
     let errors = c.errors + o.errors;
@@ -578,7 +559,7 @@ fn print_table(reports: &[TargetReport], settings: &Settings) {
     let ceiling = reports
         .iter()
         .find(|r| r.target == Target::Ceiling)
-        .map(|r| r.closed.rps());
+        .map(|r| r.phases.closed.rps());
     println!(
         "\n| target | max req/s | ratio to ceiling | p50 / p99 / p99.9 at max (ms) | p50 / p99 / p99.9 at {} req/s (ms) | peak RSS (MiB) | seed (s) |",
         settings.args.rate
@@ -587,18 +568,18 @@ fn print_table(reports: &[TargetReport], settings: &Settings) {
     for r in reports {
         let ratio = ceiling.map_or_else(
             || "n/a".to_owned(),
-            |c| format!("{:.0}%", 100.0 * r.closed.rps() / c),
+            |c| format!("{:.0}%", 100.0 * r.phases.closed.rps() / c),
         );
         println!(
             "| {} | {:.0} | {ratio} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.1} | {} |",
             r.target.name(),
-            r.closed.rps(),
-            r.closed.quantile_ms(0.5),
-            r.closed.quantile_ms(0.99),
-            r.closed.quantile_ms(0.999),
-            r.open.quantile_ms(0.5),
-            r.open.quantile_ms(0.99),
-            r.open.quantile_ms(0.999),
+            r.phases.closed.rps(),
+            r.phases.closed.quantile_ms(0.5),
+            r.phases.closed.quantile_ms(0.99),
+            r.phases.closed.quantile_ms(0.999),
+            r.phases.open.quantile_ms(0.5),
+            r.phases.open.quantile_ms(0.99),
+            r.phases.open.quantile_ms(0.999),
             mib(r.peak_rss_kib),
             r.seed_time
                 .map_or_else(|| "-".to_owned(), |t| format!("{:.1}", t.as_secs_f64())),
@@ -608,7 +589,7 @@ fn print_table(reports: &[TargetReport], settings: &Settings) {
     for r in reports.iter().filter(|r| r.target != Target::Ceiling) {
         let name = r.target.name();
         if let Some(c) = ceiling {
-            let ratio = r.closed.rps() / c;
+            let ratio = r.phases.closed.rps() / c;
             let scope = if r.target == Target::Postgres {
                 "target"
             } else {
@@ -621,8 +602,8 @@ fn print_table(reports: &[TargetReport], settings: &Settings) {
                 100.0 * TARGET_RATIO
             );
         }
-        let p99 = r.open.quantile_ms(0.99);
-        let kept_up = r.open.rps() >= 0.95 * f64::from(settings.args.rate);
+        let p99 = r.phases.open.quantile_ms(0.99);
+        let kept_up = r.phases.open.rps() >= 0.95 * f64::from(settings.args.rate);
         println!(
             "{} {name}: p99 {p99:.2} ms at {} req/s (< {TARGET_P99_MS} ms{})",
             verdict(p99 < TARGET_P99_MS && kept_up),
@@ -638,8 +619,10 @@ fn print_table(reports: &[TargetReport], settings: &Settings) {
             verdict(mib(r.peak_rss_kib) < TARGET_RSS_MIB),
             mib(r.peak_rss_kib)
         );
-        let problems =
-            r.closed.unexpected_status + r.open.unexpected_status + r.closed.errors + r.open.errors;
+        let problems = r.phases.closed.unexpected_status
+            + r.phases.open.unexpected_status
+            + r.phases.closed.errors
+            + r.phases.open.errors;
         println!(
             "{} {name}: every status as SPEC section 2 says ({problems} unexpected or failed)",
             verdict(problems == 0)
